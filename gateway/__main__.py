@@ -1,0 +1,138 @@
+"""Command line: ``serve``, ``check-config`` and ``--version`` (CONTRACT.md)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import ssl
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from . import __version__
+from .app import create_app
+from .handlers.health import metrics as metrics_handler
+from .keys import METRICS_KEY, READINESS_KEY
+from .log import configure_logging, get_logger
+from .settings import ConfigError, Settings, load_settings
+
+EXIT_CONFIG = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="registry-gateway",
+        description="Pull-through gateway for OCI/Docker registries.",
+    )
+    parser.add_argument("--version", action="version", version=f"registry-gateway {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve = commands.add_parser("serve", help="run the gateway until SIGTERM/SIGINT")
+    serve.add_argument(
+        "--config",
+        metavar="PATH",
+        help="config file (default: $REGISTRY_GATEWAY_CONFIG, else the embedded default)",
+    )
+    check = commands.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("path", metavar="PATH")
+    return parser
+
+
+def _print_problems(error: ConfigError) -> None:
+    for problem in error.problems:
+        print(problem, file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "check-config":
+        try:
+            settings = load_settings(args.path)
+        except ConfigError as exc:
+            _print_problems(exc)
+            return EXIT_CONFIG
+        print(f"ok: {settings.summary()}")
+        return 0
+    if args.command == "serve":
+        try:
+            settings = load_settings(args.config)
+        except ConfigError as exc:
+            _print_problems(exc)
+            return EXIT_CONFIG
+        configure_logging(settings.log.format, settings.log.level)
+        try:
+            return asyncio.run(serve(settings))
+        except KeyboardInterrupt:
+            return 130
+    _parser().print_help(sys.stderr)
+    return EXIT_CONFIG
+
+
+async def serve(settings: Settings) -> int:
+    """Run until SIGTERM/SIGINT, then drain in-flight responses for up to shutdown_grace."""
+    log = get_logger("gateway")
+    app = create_app(settings)
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=settings.shutdown_grace,
+        keepalive_timeout=settings.limits.keepalive_timeout,
+    )
+    await runner.setup()
+    ssl_context = None
+    if settings.tls is not None:
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_context.load_cert_chain(settings.tls.cert_file, settings.tls.key_file)
+    host, port = settings.listen
+    sites = [
+        web.TCPSite(
+            runner, host, port, ssl_context=ssl_context, backlog=settings.limits.max_connections
+        )
+    ]
+    metrics_runner = None
+    if settings.metrics.listen is not None:
+        metrics_app = web.Application()
+        metrics_app[METRICS_KEY] = app[METRICS_KEY]
+        metrics_app.router.add_get(settings.metrics.path, metrics_handler)
+        metrics_runner = web.AppRunner(metrics_app, handle_signals=False, access_log=None)
+        await metrics_runner.setup()
+        mhost, mport = settings.metrics.listen
+        sites.append(web.TCPSite(metrics_runner, mhost, mport))
+    try:
+        for site in sites:
+            await site.start()
+    except OSError as exc:
+        log.error("listen_failed", error=str(exc))
+        await runner.cleanup()
+        if metrics_runner:
+            await metrics_runner.cleanup()
+        return 1
+    log.info("gateway_started", version=__version__, summary=settings.summary())
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            # A second signal: the operator wants out now.
+            os._exit(128 + signum)
+        app[READINESS_KEY].draining = True
+        log.info("shutdown_requested", signal=signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    await stop.wait()
+    # Stops accepting, lets in-flight handlers finish within shutdown_timeout, then cleans up.
+    await runner.cleanup()
+    if metrics_runner:
+        await metrics_runner.cleanup()
+    log.info("gateway_stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""The composition root: ``create_app`` builds every service and stores it under an AppKey."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from .credentials.base import CredentialStore
+from .credentials.store import UpstreamCredentialStore
+from .health import Readiness
+from .keys import (
+    METRICS_KEY,
+    READINESS_KEY,
+    ROUTER_KEY,
+    SESSION_KEY,
+    SETTINGS_KEY,
+    TOKENS_KEY,
+    UPSTREAM_KEY,
+)
+from .metrics import Metrics
+from .middlewares import on_prepare, request_context
+from .routes import add_routes
+from .settings import Settings
+from .upstream.client import UpstreamClient
+from .upstream.routing import Router
+from .upstream.tokens import TokenCache
+
+# Large reads mean fewer, bigger chunks through the relay: fewer loop iterations per MiB.
+READ_BUFSIZE = 1 << 20
+
+
+def create_app(
+    settings: Settings,
+    *,
+    credentials: CredentialStore | None = None,
+    metrics: Metrics | None = None,
+    session_kwargs: dict[str, Any] | None = None,
+) -> web.Application:
+    """Build the gateway application; keyword arguments replace services in tests."""
+    app = web.Application(
+        middlewares=[request_context],
+        handler_args={
+            "max_line_size": settings.limits.max_line_size,
+            "max_field_size": settings.limits.max_field_size,
+        },
+    )
+    app[SETTINGS_KEY] = settings
+    app[METRICS_KEY] = metrics or Metrics()
+    app[ROUTER_KEY] = Router(
+        upstreams=frozenset(settings.upstreams),
+        hosts=settings.routing.hosts,
+        default=settings.routing.default,
+    )
+    app[TOKENS_KEY] = TokenCache()
+    app[READINESS_KEY] = Readiness()
+    store = credentials or UpstreamCredentialStore(settings.upstreams)
+    app.on_response_prepare.append(on_prepare)
+
+    async def upstream_session(app: web.Application) -> AsyncIterator[None]:
+        timeout = aiohttp.ClientTimeout(
+            total=None,
+            sock_connect=settings.timeouts.connect,
+            sock_read=settings.timeouts.read,
+        )
+        connector = aiohttp.TCPConnector(limit=256, limit_per_host=64, ttl_dns_cache=60)
+        session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=timeout,
+            auto_decompress=False,  # blob bytes must stay digest-exact
+            read_bufsize=READ_BUFSIZE,
+            trust_env=False,  # never pick up .netrc credentials for upstream hosts
+            **(session_kwargs or {}),
+        )
+        app[SESSION_KEY] = session
+        app[UPSTREAM_KEY] = UpstreamClient(
+            session, settings, store, app[TOKENS_KEY], app[METRICS_KEY]
+        )
+        yield
+        await session.close()
+
+    app.cleanup_ctx.append(upstream_session)
+    add_routes(app, settings)
+    return app

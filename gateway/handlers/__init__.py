@@ -1,0 +1,1 @@
+"""Thin aiohttp handlers: parse, authorize, hand over to the upstream client and relay."""

@@ -1,0 +1,29 @@
+"""``/healthz`` (liveness), ``/readyz`` (readiness) and the Prometheus exposition."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from ..keys import METRICS_KEY, READINESS_KEY
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """200 while the process serves requests."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """200 when every check passes; 503 naming each check otherwise."""
+    ready, checks = request.app[READINESS_KEY].report()
+    return web.json_response(
+        {"status": "ready" if ready else "not ready", "checks": checks},
+        status=200 if ready else 503,
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text exposition of the app's own registry."""
+    body = generate_latest(request.app[METRICS_KEY].registry)
+    # web.Response(content_type=...) refuses a charset parameter (PROTOCOL §9).
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -1,0 +1,105 @@
+"""The OCI pull API (end-1, end-2, end-3, end-8, end-12) under ``/v2/``.
+
+One dispatcher parses the path (names may hold slashes, so aiohttp's router cannot split them),
+validates the name and reference, routes to an upstream, and relays what comes back.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..errors import (
+    API_VERSION_HEADER,
+    DigestInvalid,
+    PaginationInvalid,
+    RegistryError,
+    Unsupported,
+)
+from ..keys import EXCHANGE, NAME, ROUTE, ROUTER_KEY, SETTINGS_KEY, TENANT, UPSTREAM, UPSTREAM_KEY
+from ..oci.media import manifest_accept
+from ..oci.names import is_valid_digest, is_valid_tag, looks_like_digest
+from ..oci.scope import pull_scope
+from ..upstream.client import USER_AGENT, Exchange
+from ..upstream.headers import upstream_request_headers
+from ..upstream.relay import LinkContext, relay
+from ..upstream.routing import ApiPath, Target, parse_api_path
+
+
+class TagInvalid(RegistryError):
+    code, status, default_message = "TAG_INVALID", 400, "invalid tag"
+
+
+async def v2(request: web.Request) -> web.StreamResponse:
+    """Everything under ``/v2/``: GET and HEAD only (the gateway is pull-only)."""
+    api = parse_api_path(request.match_info.get("tail", ""))
+    request[ROUTE] = api.route
+    if request.method not in ("GET", "HEAD"):
+        raise Unsupported(
+            f"{request.method} is not supported: the gateway is pull-only",
+            headers={"Allow": "GET, HEAD"},
+        )
+    if api.route == "base":  # end-1
+        return web.json_response({}, headers=API_VERSION_HEADER)
+    if api.route in ("tags", "referrers") and request.method == "HEAD":
+        raise Unsupported("HEAD is not defined for this endpoint", headers={"Allow": "GET"})
+    ns = request.query.get("ns")
+    target = request.app[ROUTER_KEY].route(api.name, ns=ns, host=request.host)
+    request[UPSTREAM] = target.upstream
+    request[NAME] = target.name
+    _validate(api)
+    return await _proxy(request, api, target, ns)
+
+
+def _validate(api: ApiPath) -> None:
+    if api.route == "manifest":
+        if looks_like_digest(api.arg):
+            if not is_valid_digest(api.arg):
+                raise DigestInvalid(detail={"digest": api.arg})
+        elif not is_valid_tag(api.arg):
+            raise TagInvalid(detail={"tag": api.arg})
+    elif api.route in ("blob", "referrers") and not is_valid_digest(api.arg):
+        raise DigestInvalid(detail={"digest": api.arg})
+
+
+def _upstream_query(request: web.Request, api: ApiPath) -> list[tuple[str, str]]:
+    if api.route == "tags":
+        n = request.query.get("n")
+        if n is not None and (not n.isdigit() or len(n) > 9):
+            raise PaginationInvalid(detail={"n": n})
+        return [(k, v) for k, v in request.query.items() if k in ("n", "last")]
+    if api.route == "referrers":
+        return [(k, v) for k, v in request.query.items() if k == "artifactType"]
+    return []
+
+
+async def _proxy(
+    request: web.Request, api: ApiPath, target: Target, ns: str | None
+) -> web.StreamResponse:
+    app = request.app
+    upstream = app[SETTINGS_KEY].upstreams[target.upstream]
+    accept = None
+    if api.route == "manifest":
+        accept = manifest_accept(request.headers.getall("Accept", []))
+    headers = upstream_request_headers(request.headers, accept, USER_AGENT)
+    suffix = {"manifest": "manifests/", "blob": "blobs/", "tags": "tags/list",
+              "referrers": "referrers/"}[api.route]  # fmt: skip
+    path = f"/v2/{target.name}/{suffix}{api.arg}"
+    exchange = request[EXCHANGE] = Exchange()
+    response = await app[UPSTREAM_KEY].send(
+        upstream,
+        request.method,
+        path,
+        query=_upstream_query(request, api),
+        headers=headers,
+        scopes=[str(pull_scope(target.name))],
+        tenant=request.get(TENANT),
+        route=api.route,
+        exchange=exchange,
+    )
+    link = None
+    if api.route in ("tags", "referrers"):
+        link = LinkContext(upstream.url, target.name, api.name, ns)
+    try:
+        return await relay(request, response, link=link, ns=ns)
+    finally:
+        response.release()  # no-op after a full read; drops a half-read connection

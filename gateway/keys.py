@@ -1,0 +1,31 @@
+"""Every ``web.AppKey`` and request key the app uses, typed, in one place."""
+
+from __future__ import annotations
+
+import aiohttp
+from aiohttp import web
+
+from .health import Readiness
+from .metrics import Metrics
+from .settings import Settings
+from .upstream.client import UpstreamClient
+from .upstream.routing import Router
+from .upstream.tokens import TokenCache
+
+SETTINGS_KEY = web.AppKey("settings", Settings)
+METRICS_KEY = web.AppKey("metrics", Metrics)
+ROUTER_KEY = web.AppKey("router", Router)
+TOKENS_KEY = web.AppKey("tokens", TokenCache)
+SESSION_KEY = web.AppKey("session", aiohttp.ClientSession)
+UPSTREAM_KEY = web.AppKey("upstream", UpstreamClient)
+READINESS_KEY = web.AppKey("readiness", Readiness)
+
+# Per-request values (request[...]): set by handlers, read by the request middleware.
+REQUEST_ID = "gateway.request_id"
+ROUTE = "gateway.route"
+UPSTREAM = "gateway.upstream"
+NAME = "gateway.name"
+PRINCIPAL = "gateway.principal"
+TENANT = "gateway.tenant"
+EXCHANGE = "gateway.exchange"
+BYTES = "gateway.bytes"  # body bytes relayed to the caller

@@ -1,0 +1,70 @@
+"""Prometheus metrics on the app's own registry; names and labels from CONTRACT.md.
+
+No label ever holds a repository, tag, digest, user or secret.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+ROUTES = ("base", "manifest", "blob", "tags", "referrers", "token", "other")
+_LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class Metrics:
+    """Every metric family the gateway exports, created once per app."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "registry_gateway_requests_total", "Requests answered by the gateway.",
+            ["route", "method", "code"], registry=r,
+        )  # fmt: skip
+        self.request_duration = Histogram(
+            "registry_gateway_request_duration_seconds",
+            "Time from request to the end of the response.", ["route"],
+            buckets=_LATENCY, registry=r,
+        )  # fmt: skip
+        self.inflight = Gauge(
+            "registry_gateway_inflight_requests", "Requests being served now.", registry=r
+        )
+        self.upstream_requests = Counter(
+            "registry_gateway_upstream_requests_total", "Requests sent to upstream registries.",
+            ["upstream", "route", "code"], registry=r,
+        )  # fmt: skip
+        self.upstream_duration = Histogram(
+            "registry_gateway_upstream_request_duration_seconds",
+            "Time to upstream response headers.", ["upstream", "route"],
+            buckets=_LATENCY, registry=r,
+        )  # fmt: skip
+        self.bytes_sent = Counter(
+            "registry_gateway_bytes_sent_total", "Body bytes relayed to callers.",
+            ["upstream", "route"], registry=r,
+        )  # fmt: skip
+        self.upstream_tokens = Counter(
+            "registry_gateway_upstream_tokens_total", "Upstream bearer token lookups.",
+            ["upstream", "result"], registry=r,
+        )  # fmt: skip
+        self.vault_requests = Counter(
+            "registry_gateway_vault_requests_total", "Calls to Vault/OpenBao.",
+            ["operation", "result"], registry=r,
+        )  # fmt: skip
+        self.vault_duration = Histogram(
+            "registry_gateway_vault_request_duration_seconds", "Duration of Vault calls.",
+            ["operation"], buckets=_LATENCY, registry=r,
+        )  # fmt: skip
+        self.credentials_stale = Counter(
+            "registry_gateway_credentials_stale_total",
+            "Times a stale credential was served because Vault was unreachable.",
+            ["upstream"], registry=r,
+        )  # fmt: skip
+        self.client_auth = Counter(
+            "registry_gateway_client_auth_total", "Caller authentication decisions.",
+            ["method", "result"], registry=r,
+        )  # fmt: skip
+        self.ratelimit_remaining = Gauge(
+            "registry_gateway_upstream_ratelimit_remaining",
+            "Pulls left in the upstream's rate-limit window (ratelimit-remaining).",
+            ["upstream"], registry=r,
+        )  # fmt: skip

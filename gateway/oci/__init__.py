@@ -1,0 +1,1 @@
+"""Pure OCI distribution / Docker registry protocol: no I/O lives here."""

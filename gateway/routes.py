@@ -1,0 +1,20 @@
+"""The URL table: one line per endpoint, with its spec id."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from .handlers import health, registry
+from .settings import Settings
+
+
+def add_routes(app: web.Application, settings: Settings) -> None:
+    router = app.router
+    # end-1 /v2/, end-2 blobs, end-3 manifests, end-8 tags/list, end-12 referrers: one
+    # dispatcher, because <name> holds slashes the router cannot split unambiguously.
+    router.add_route("*", "/v2", registry.v2)
+    router.add_route("*", "/v2/{tail:.*}", registry.v2)
+    router.add_get("/healthz", health.healthz)
+    router.add_get("/readyz", health.readyz)
+    if settings.metrics.listen is None:
+        router.add_get(settings.metrics.path, health.metrics)

@@ -1,0 +1,1 @@
+"""The registry behind us: routing, the token flow, the HTTP client and the relay."""
