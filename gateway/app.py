@@ -13,6 +13,7 @@ from .credentials.store import UpstreamCredentialStore
 from .health import Readiness
 from .keys import (
     METRICS_KEY,
+    PASSTHROUGH_KEY,
     READINESS_KEY,
     ROUTER_KEY,
     SESSION_KEY,
@@ -25,6 +26,7 @@ from .middlewares import on_prepare, request_context
 from .routes import add_routes
 from .settings import Settings
 from .upstream.client import UpstreamClient
+from .upstream.passthrough import Passthrough
 from .upstream.routing import Router
 from .upstream.tokens import TokenCache
 
@@ -78,8 +80,10 @@ def create_app(
         app[UPSTREAM_KEY] = UpstreamClient(
             session, settings, store, app[TOKENS_KEY], app[METRICS_KEY]
         )
+        app[PASSTHROUGH_KEY] = Passthrough()
         yield
         await session.close()
+        app[PASSTHROUGH_KEY].close()
 
     app.cleanup_ctx.append(upstream_session)
     add_routes(app, settings)

@@ -9,6 +9,7 @@ from .health import Readiness
 from .metrics import Metrics
 from .settings import Settings
 from .upstream.client import UpstreamClient
+from .upstream.passthrough import Passthrough
 from .upstream.routing import Router
 from .upstream.tokens import TokenCache
 
@@ -19,6 +20,7 @@ TOKENS_KEY = web.AppKey("tokens", TokenCache)
 SESSION_KEY = web.AppKey("session", aiohttp.ClientSession)
 UPSTREAM_KEY = web.AppKey("upstream", UpstreamClient)
 READINESS_KEY = web.AppKey("readiness", Readiness)
+PASSTHROUGH_KEY = web.AppKey("passthrough", Passthrough)
 
 # Per-request values (request[...]): set by handlers, read by the request middleware.
 REQUEST_ID = "gateway.request_id"

@@ -100,6 +100,8 @@ async def _proxy(
     if api.route in ("tags", "referrers"):
         link = LinkContext(upstream.url, target.name, api.name, ns)
     try:
-        return await relay(request, response, link=link, ns=ns)
+        return await relay(
+            request, response, link=link, ns=ns, read_timeout=app[SETTINGS_KEY].timeouts.read
+        )
     finally:
         response.release()  # no-op after a full read; drops a half-read connection

@@ -14,8 +14,9 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from ..keys import BYTES
+from ..keys import BYTES, PASSTHROUGH_KEY
 from ..log import get_logger
+from . import passthrough
 from .headers import caller_response_headers, rewrite_link
 
 log = get_logger(__name__)
@@ -46,6 +47,7 @@ async def relay(
     *,
     link: LinkContext | None = None,
     ns: str | None = None,
+    read_timeout: float = 60.0,
 ) -> web.StreamResponse:
     """Copy ``upstream`` to the caller; the upstream response is released on return."""
     headers = caller_response_headers(upstream.headers)
@@ -80,19 +82,16 @@ async def relay(
     await response.prepare(request)
     sent = 0
     try:
-        async for chunk in upstream.content.iter_any():
-            await response.write(chunk)
-            sent += len(chunk)
-    except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
-        request[BYTES] = sent
+        sent = await _copy_body(request, response, upstream, length, read_timeout)
+    except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError,
+            passthrough.BodyTruncated, passthrough.BodyStalled) as exc:  # fmt: skip
+        sent = request.get(BYTES, 0)
         upstream.close()
         _abort(request)
         raise RelayAborted(f"upstream body failed: {type(exc).__name__}", sent) from exc
-    except (ConnectionResetError, asyncio.CancelledError):
-        request[BYTES] = sent
+    except (ConnectionResetError, BrokenPipeError, asyncio.CancelledError):
         upstream.close()  # caller went away: stop reading upstream at once
         raise
-    request[BYTES] = sent
     if length is not None and sent != length:
         upstream.close()
         _abort(request)
@@ -100,6 +99,59 @@ async def relay(
     upstream.release()
     await response.write_eof()
     return response
+
+
+async def _copy_body(
+    request: web.Request,
+    response: web.StreamResponse,
+    upstream: aiohttp.ClientResponse,
+    length: int | None,
+    read_timeout: float,
+) -> int:
+    """Stream the body; large plain-TCP bodies go socket to socket once the first bytes are out."""
+    sent = request[BYTES] = 0
+    content = upstream.content
+    source = passthrough.plain_socket(
+        upstream.connection.transport if upstream.connection else None
+    )
+    sink = passthrough.plain_socket(request.transport)
+    direct = (
+        source is not None
+        and sink is not None
+        and length is not None
+        and length >= passthrough.MIN_PASSTHROUGH_BYTES
+        and "Transfer-Encoding" not in upstream.headers
+    )
+    if direct:
+        assert length is not None and source is not None and sink is not None
+        upstream_transport = upstream.connection.transport  # type: ignore[union-attr]
+        with passthrough.WriteBufferFlushed(request.transport):
+            first = await content.readany()
+            if first:
+                await response.write(first)
+                sent = request[BYTES] = len(first)
+            # No await between taking aiohttp's buffer and pausing: nothing can slip in.
+            buffered = content.read_nowait(-1)
+            upstream_transport.pause_reading()  # type: ignore[union-attr]
+            if buffered:
+                await response.write(buffered)
+                sent = request[BYTES] = sent + len(buffered)
+        if request.transport is None or request.transport.get_write_buffer_size():
+            raise ConnectionResetError("caller transport is gone or not flushed")
+        if sent < length:
+            request["gateway.relay"] = "passthrough"
+            try:
+                pump = request.app[PASSTHROUGH_KEY]
+                sent += await pump.copy_exact(source, sink, length - sent, read_timeout)
+            finally:
+                upstream.close()  # aiohttp's parser no longer knows where the body ends
+            request[BYTES] = sent
+        return sent
+    async for chunk in content.iter_any():
+        await response.write(chunk)
+        sent += len(chunk)
+        request[BYTES] = sent
+    return sent
 
 
 def _abort(request: web.Request) -> None:
