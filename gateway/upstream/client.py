@@ -92,23 +92,34 @@ class UpstreamClient:
         if query:
             url = url.with_query(query)
         credentials = await self._get_credentials(upstream, tenant)
-        response = await self._authorized(
-            upstream, method, url, headers, scopes, tenant, credentials, route, exchange
-        )
-        # The upstream refused what we hold; a rotated secret may fix it: re-read once.
+        auth_error: UpstreamAuthFailed | None = None
+        try:
+            response = await self._authorized(
+                upstream, method, url, headers, scopes, tenant, credentials, route, exchange
+            )
+            refused = response.status in (401, 403)
+        except UpstreamAuthFailed as exc:
+            if credentials is None:
+                raise
+            refused, response, auth_error = True, None, exc
+        # The upstream (or its token service) refused what we hold; a rotated secret may fix
+        # it: forget the secret and every token fetched with it, re-read once, retry once.
         if (
-            response.status in (401, 403)
+            refused
             and credentials is not None
-            and not exchange.retried
             and await self._credentials.rejected(upstream.key, tenant)
         ):
             exchange.retried = True
-            response.release()
+            if response is not None:
+                response.release()
             self._tokens.drop_upstream(upstream.key, tenant)
+            log.info("credentials_refused_rereading", upstream=upstream.key)
             fresh = await self._get_credentials(upstream, tenant)
             response = await self._authorized(
                 upstream, method, url, headers, scopes, tenant, fresh, route, exchange
             )
+        elif auth_error is not None:
+            raise auth_error
         if upstream.redirects == "follow":
             response = await self._follow(upstream, method, response, headers, route, exchange)
         return response
