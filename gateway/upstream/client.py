@@ -120,6 +120,7 @@ class UpstreamClient:
             )
         elif auth_error is not None:
             raise auth_error
+        assert response is not None
         if upstream.redirects == "follow":
             response = await self._follow(upstream, method, response, headers, route, exchange)
         return response
