@@ -76,7 +76,7 @@ async def test_docker_config_without_entry_is_a_clear_error(tmp_path: Path) -> N
     """A config.json with no entry for the upstream names the file, never a secret."""
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"auths": {"other.io": {"auth": "eDp5"}}}))
-    with pytest.raises(CredentialsError, match="no usable auths entry for ghcr.io"):
+    with pytest.raises(CredentialsError, match=r"no usable auths entry for ghcr\.io"):
         await store_for({"docker_config": str(config)}).get("ghcr.io", None)
     config.write_text("{not json")
     with pytest.raises(CredentialsError, match="not valid JSON"):
