@@ -76,6 +76,12 @@ class Passthrough:
 
     def __init__(self, max_streams: int = 64) -> None:
         self._executor = ThreadPoolExecutor(max_streams, thread_name_prefix="passthrough")
+        self._max = max_streams
+        self._active = 0
+
+    def has_capacity(self) -> bool:
+        """False when every worker is busy: the caller then streams on the event loop."""
+        return self._active < self._max
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -89,6 +95,8 @@ class Passthrough:
         src = socket.socket(fileno=os.dup(source.fileno()))
         dst = socket.socket(fileno=os.dup(sink.fileno()))
         future = loop.run_in_executor(self._executor, _pump, src, dst, length, idle)
+        self._active += 1
+        future.add_done_callback(self._finished)
         try:
             return await asyncio.shield(future)
         except asyncio.CancelledError:
@@ -105,6 +113,9 @@ class Passthrough:
                 dst.close()
             else:
                 future.add_done_callback(lambda _f: _close(src, dst))
+
+    def _finished(self, _future: object) -> None:
+        self._active -= 1
 
 
 def _close(*socks: socket.socket) -> None:

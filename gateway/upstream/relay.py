@@ -121,6 +121,7 @@ async def _copy_body(
         and length is not None
         and length >= passthrough.MIN_PASSTHROUGH_BYTES
         and "Transfer-Encoding" not in upstream.headers
+        and request.app[PASSTHROUGH_KEY].has_capacity()
     )
     if direct:
         assert length is not None and source is not None and sink is not None
