@@ -67,7 +67,9 @@ def create_app(
             sock_connect=settings.timeouts.connect,
             sock_read=settings.timeouts.read,
         )
-        connector = aiohttp.TCPConnector(limit=256, limit_per_host=64, ttl_dns_cache=60)
+        # No pool cap: a queued request would wait outside every timeout; the number of
+        # caller connections (limits.max_connections) bounds upstream connections instead.
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=60)
         session = aiohttp.ClientSession(
             connector=connector,
             timeout=timeout,
