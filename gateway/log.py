@@ -9,13 +9,14 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any, TextIO
 
 import structlog
 
 _SECRET_KEYS = re.compile(
-    r"(authorization|password|passwd|secret|token|jwt|credential|cookie|x-vault-token)",
+    r"(authorization|password|passwd|secret|token|jwt|credential|cookie|api[_-]?key"
+    r"|private[_-]?key|^auth$)",
     re.IGNORECASE,
 )
 # Keys whose names contain "token" but hold no secret.
@@ -25,22 +26,48 @@ _SECRET_VALUES = re.compile(
     r"|eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"
     r"|\b(?:hvs|s|hvb|b)\.[A-Za-z0-9]{20,}"
 )
+# `password=...`, `"token": "..."`, `X-Vault-Token: ...` inside free text (query strings,
+# exception messages, reprs of dicts): keep the name, drop the value.
+_SECRET_ASSIGNMENTS = re.compile(
+    r"""(?ix)
+    (["']?\b(?:password|passwd|pwd|secret_id|secret|client_secret|token|access_token
+      |refresh_token|id_token|jwt|x-vault-token|authorization|auth|api_key)["']?\s*[:=]\s*)
+    ("[^"]*"|'[^']*'|[^\s&,;)}\]]+)
+    """
+)
 REDACTED = "[redacted]"
+_PLAIN = (int, float, bool, type(None))
 
 
 def redact_value(value: str) -> str:
-    """Mask bearer/basic credentials, JWTs and Vault tokens inside free text."""
-    return _SECRET_VALUES.sub(REDACTED, value)
+    """Mask credentials, JWTs, Vault tokens and ``name=secret`` pairs inside free text."""
+    value = _SECRET_VALUES.sub(REDACTED, value)
+    return _SECRET_ASSIGNMENTS.sub(lambda m: m.group(1) + REDACTED, value)
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_value(value)
+    if isinstance(value, _PLAIN):
+        return value
+    if isinstance(value, Mapping):
+        return {k: REDACTED if _is_secret_key(k) else _redact(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_redact(v) for v in value]
+    # Anything else is rendered through str() later; scrub that text now.
+    return redact_value(str(value))
+
+
+def _is_secret_key(key: Any) -> bool:
+    return isinstance(key, str) and key not in _SAFE_KEYS and bool(_SECRET_KEYS.search(key))
 
 
 def redact_secrets(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Any:
-    """structlog processor: drop secret-named keys and scrub secret-looking values."""
+    """structlog processor: drop secret-named keys and scrub secret-looking values, nested too."""
     for key in list(event):
-        value = event[key]
-        if key not in _SAFE_KEYS and _SECRET_KEYS.search(key):
-            event[key] = REDACTED
-        elif isinstance(value, str):
-            event[key] = redact_value(value)
+        if key.startswith("_"):
+            continue  # structlog's own bookkeeping (_record, _from_structlog)
+        event[key] = REDACTED if _is_secret_key(key) else _redact(event[key])
     return event
 
 
