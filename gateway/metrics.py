@@ -9,6 +9,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 ROUTES = ("base", "manifest", "blob", "tags", "referrers", "token", "other")
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+# aiohttp accepts any token as a method; a label must not take whatever a caller sends.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    """The request method as a bounded label value: a known method, else ``other``."""
+    return method if method in METHODS else "other"
 
 
 class Metrics:
@@ -68,3 +75,18 @@ class Metrics:
             "Pulls left in the upstream's rate-limit window (ratelimit-remaining).",
             ["upstream"], registry=r,
         )  # fmt: skip
+        # Additions beyond CONTRACT.md, for operating the gateway: readiness as a number and
+        # the listener's connection cap (limits.max_connections).
+        self.ready = Gauge(
+            "registry_gateway_ready",
+            "1 when /readyz answers 200, 0 while a check fails or the gateway drains.",
+            registry=r,
+        )
+        self.connections = Gauge(
+            "registry_gateway_connections", "Caller connections open now.", registry=r
+        )
+        self.connections_rejected = Counter(
+            "registry_gateway_connections_rejected_total",
+            "Caller connections refused with 503 because limits.max_connections was reached.",
+            registry=r,
+        )

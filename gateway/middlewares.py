@@ -16,6 +16,7 @@ from aiohttp import web
 from .errors import RegistryError, render, render_status
 from .keys import BYTES, EXCHANGE, METRICS_KEY, NAME, PRINCIPAL, REQUEST_ID, ROUTE, TENANT, UPSTREAM
 from .log import get_logger
+from .metrics import method_label
 from .upstream.relay import RelayAborted
 
 log = get_logger("gateway.request")
@@ -91,7 +92,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         elapsed = time.perf_counter() - started
         metrics.inflight.dec()
         route = _route_label(request)
-        metrics.requests.labels(route, request.method, str(status)).inc()
+        metrics.requests.labels(route, method_label(request.method), str(status)).inc()
         metrics.request_duration.labels(route).observe(elapsed)
         sent = request.get(BYTES)
         if sent is None:

@@ -24,6 +24,10 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text exposition of the app's own registry."""
-    body = generate_latest(request.app[METRICS_KEY].registry)
+    metrics = request.app[METRICS_KEY]
+    # Readiness is evaluated per scrape, so the gauge never lags /readyz.
+    ready, _ = request.app[READINESS_KEY].report()
+    metrics.ready.set(1 if ready else 0)
+    body = generate_latest(metrics.registry)
     # web.Response(content_type=...) refuses a charset parameter (PROTOCOL §9).
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
