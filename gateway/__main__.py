@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from . import __version__
+from . import __version__, connections
 from .app import create_app
-from .handlers.health import metrics as metrics_handler
+from .handlers import health
 from .keys import METRICS_KEY, READINESS_KEY
 from .log import configure_logging, get_logger
 from .settings import ConfigError, Settings, load_settings
@@ -74,38 +74,42 @@ async def serve(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT, then drain in-flight responses for up to shutdown_grace."""
     log = get_logger("gateway")
     app = create_app(settings)
+    metrics = app[METRICS_KEY]
+    # No sites: the listener below builds each connection's protocol itself (connections.py),
+    # and the runner drains those connections for up to shutdown_grace on cleanup.
     runner = web.AppRunner(
-        app,
-        handle_signals=False,
-        access_log=None,
-        shutdown_timeout=settings.shutdown_grace,
-        keepalive_timeout=settings.limits.keepalive_timeout,
+        app, handle_signals=False, access_log=None, shutdown_timeout=settings.shutdown_grace
     )
     await runner.setup()
     ssl_context = None
     if settings.tls is not None:
         ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ssl_context.load_cert_chain(settings.tls.cert_file, settings.tls.key_file)
-    host, port = settings.listen
-    sites = [
-        web.TCPSite(
-            runner, host, port, ssl_context=ssl_context, backlog=settings.limits.max_connections
-        )
-    ]
     metrics_runner = None
     if settings.metrics.listen is not None:
+        # The admin listener keeps answering while the main one drains, so a scraper and a
+        # readiness probe pointed here see the drain (/readyz 503) instead of a refused port.
         metrics_app = web.Application()
-        metrics_app[METRICS_KEY] = app[METRICS_KEY]
-        metrics_app.router.add_get(settings.metrics.path, metrics_handler)
+        metrics_app[METRICS_KEY] = metrics
+        metrics_app[READINESS_KEY] = app[READINESS_KEY]
+        metrics_app.router.add_get(settings.metrics.path, health.metrics)
+        metrics_app.router.add_get("/healthz", health.healthz)
+        metrics_app.router.add_get("/readyz", health.readyz)
         metrics_runner = web.AppRunner(metrics_app, handle_signals=False, access_log=None)
         await metrics_runner.setup()
-        mhost, mport = settings.metrics.listen
-        sites.append(web.TCPSite(metrics_runner, mhost, mport))
+    host, port = settings.listen
+    listener: asyncio.Server | None = None
     try:
-        for site in sites:
-            await site.start()
+        listener = await connections.listen(
+            runner, host, port, settings.limits, metrics, ssl_context=ssl_context
+        )
+        if metrics_runner is not None and settings.metrics.listen is not None:
+            mhost, mport = settings.metrics.listen
+            await web.TCPSite(metrics_runner, mhost, mport).start()
     except OSError as exc:
         log.error("listen_failed", error=str(exc))
+        if listener is not None:
+            listener.close()
         await runner.cleanup()
         if metrics_runner:
             await metrics_runner.cleanup()
@@ -126,11 +130,16 @@ async def serve(settings: Settings) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
     await stop.wait()
-    # Stops accepting, lets in-flight handlers finish within shutdown_timeout, then cleans up.
+    started = loop.time()
+    listener.close()  # stop accepting: new callers get "connection refused" at once
+    in_flight = len(runner.server.connections) if runner.server else 0
+    log.info("draining", connections=in_flight, shutdown_grace=settings.shutdown_grace)
+    # Lets in-flight handlers finish within shutdown_grace, cancels the rest, cleans up.
     await runner.cleanup()
+    await listener.wait_closed()
     if metrics_runner:
         await metrics_runner.cleanup()
-    log.info("gateway_stopped")
+    log.info("gateway_stopped", drained_in_s=round(loop.time() - started, 3))
     return 0
 
 

@@ -186,9 +186,12 @@ class ClientsSettings:
 
 @dataclass(frozen=True)
 class LimitsSettings:
+    """What one caller may cost: open connections, request head sizes, idle keep-alive."""
+
     max_connections: int = 1024
     max_line_size: int = 8190
     max_field_size: int = 8190
+    max_headers: int = 128
     keepalive_timeout: float = 75.0
 
 
@@ -769,7 +772,9 @@ def parse_settings(
 
 def _parse_limits(data: Any, reader: _Reader) -> LimitsSettings:
     raw = reader.mapping(
-        data, "limits", {"max_connections", "max_line_size", "max_field_size", "keepalive_timeout"}
+        data,
+        "limits",
+        {"max_connections", "max_line_size", "max_field_size", "max_headers", "keepalive_timeout"},
     )
     return LimitsSettings(
         max_connections=reader.number(
@@ -781,6 +786,7 @@ def _parse_limits(data: Any, reader: _Reader) -> LimitsSettings:
         max_field_size=reader.number(
             raw, "max_field_size", "limits", 8190, minimum=256, integer=True
         ),
+        max_headers=reader.number(raw, "max_headers", "limits", 128, minimum=8, integer=True),
         keepalive_timeout=reader.number(raw, "keepalive_timeout", "limits", 75.0),
     )
 
