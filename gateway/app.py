@@ -10,6 +10,7 @@ from aiohttp import web
 
 from .credentials.base import CredentialStore
 from .credentials.store import UpstreamCredentialStore
+from .credentials.vault import VaultCredentialStore
 from .health import Readiness
 from .keys import (
     METRICS_KEY,
@@ -58,7 +59,11 @@ def create_app(
     )
     app[TOKENS_KEY] = TokenCache()
     app[READINESS_KEY] = Readiness()
-    store = credentials or UpstreamCredentialStore(settings.upstreams)
+    vault = None
+    if credentials is None and settings.vault is not None:
+        vault = VaultCredentialStore(settings.vault, settings.upstreams, app[METRICS_KEY])
+        app[READINESS_KEY].add_check("vault", vault.problem)
+    store = credentials or UpstreamCredentialStore(settings.upstreams, vault=vault)
     app.on_response_prepare.append(on_prepare)
 
     async def upstream_session(app: web.Application) -> AsyncIterator[None]:
@@ -88,5 +93,16 @@ def create_app(
         app[PASSTHROUGH_KEY].close()
 
     app.cleanup_ctx.append(upstream_session)
+
+    if vault is not None:
+        vault_store = vault
+
+        async def vault_lifecycle(app: web.Application) -> AsyncIterator[None]:
+            # Logs in in the background: a slow Vault never delays serving other upstreams.
+            await vault_store.start()
+            yield
+            await vault_store.close()
+
+        app.cleanup_ctx.append(vault_lifecycle)
     add_routes(app, settings)
     return app

@@ -1,0 +1,1 @@
+"""Vault/OpenBao upstream credentials end to end: real OpenBao, registries and gateway."""
