@@ -17,6 +17,8 @@ from typing import Any, Literal
 import yaml
 from yarl import URL
 
+from .access.htpasswd import HtpasswdError, read_htpasswd
+from .access.signing import SigningKeyError, load_signing_key
 from .secret import Secret
 
 DOCKER_HUB = "docker.io"
@@ -165,6 +167,8 @@ class TokenServiceSettings:
     issuer: str = "registry-gateway"
     ttl: int = 300
     key_file: Path | None = None
+    # Addition: lifetime of refresh tokens (OAuth2 POST flow with access_type=offline).
+    refresh_ttl: int = 7 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -175,6 +179,14 @@ class AccessRule:
 
 
 @dataclass(frozen=True)
+class LoginLimitSettings:
+    """Addition: failed logins allowed per client address within a sliding window."""
+
+    failures: int = 10
+    window: float = 60.0
+
+
+@dataclass(frozen=True)
 class ClientsSettings:
     auth: Literal["none", "basic", "token"] = "none"
     htpasswd: Path | None = None
@@ -182,6 +194,9 @@ class ClientsSettings:
     tenants: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     token: TokenServiceSettings = field(default_factory=TokenServiceSettings)
     access: tuple[AccessRule, ...] = ()
+    login_limit: LoginLimitSettings = field(default_factory=LoginLimitSettings)
+    # Addition: proxies (CIDRs) whose X-Forwarded-For names the caller for rate limiting.
+    trusted_proxies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -576,7 +591,9 @@ def _parse_vault_auth(data: Any, reader: _Reader) -> VaultAuthSettings | None:
     return auth if len(reader.problems) == problems_before else None
 
 
-_CLIENT_KEYS = {"auth", "htpasswd", "groups", "tenants", "token", "access"}
+_CLIENT_KEYS = {
+    "auth", "htpasswd", "groups", "tenants", "token", "access", "login_limit", "trusted_proxies",
+}  # fmt: skip
 
 
 def _parse_clients(data: Any, reader: _Reader) -> ClientsSettings:
@@ -588,6 +605,13 @@ def _parse_clients(data: Any, reader: _Reader) -> ClientsSettings:
     htpasswd = reader.existing_file(raw, "htpasswd", path)
     if auth != "none" and htpasswd is None:
         reader.fail("clients.htpasswd", f"is required with auth: {auth}")
+    elif htpasswd is not None and htpasswd.is_file():
+        try:
+            read_htpasswd(htpasswd)
+        except HtpasswdError as exc:
+            reader.fail("clients.htpasswd", f"{htpasswd}: {exc}")
+        except (OSError, UnicodeDecodeError) as exc:
+            reader.fail("clients.htpasswd", f"{htpasswd}: cannot read: {exc}")
     groups = _parse_member_map(raw.get("groups"), "clients.groups", reader)
     tenants = _parse_member_map(raw.get("tenants"), "clients.tenants", reader)
     seen: dict[str, str] = {}
@@ -599,14 +623,37 @@ def _parse_clients(data: Any, reader: _Reader) -> ClientsSettings:
                     f"user {user!r} is already in tenant {seen[user]!r}",
                 )
             seen[user] = tenant
-    traw = reader.mapping(raw.get("token"), "clients.token", {"service", "issuer", "ttl",
-                                                               "key_file"})  # fmt: skip
+    traw = reader.mapping(
+        raw.get("token"), "clients.token", {"service", "issuer", "ttl", "key_file", "refresh_ttl"}
+    )
     token = TokenServiceSettings(
         service=reader.string(traw, "service", "clients.token", "registry-gateway"),
         issuer=reader.string(traw, "issuer", "clients.token", "registry-gateway"),
         ttl=reader.number(traw, "ttl", "clients.token", 300, minimum=60, integer=True),
         key_file=reader.existing_file(traw, "key_file", "clients.token"),
+        refresh_ttl=reader.number(
+            traw, "refresh_ttl", "clients.token", 7 * 24 * 3600, minimum=60, integer=True
+        ),
     )
+    if token.key_file is not None and token.key_file.is_file():
+        try:
+            load_signing_key(token.key_file.read_bytes())
+        except SigningKeyError as exc:
+            reader.fail("clients.token.key_file", f"{token.key_file}: {exc}")
+        except OSError as exc:
+            reader.fail("clients.token.key_file", f"{token.key_file}: cannot read: {exc}")
+    lraw = reader.mapping(raw.get("login_limit"), "clients.login_limit", {"failures", "window"})
+    login_limit = LoginLimitSettings(
+        failures=reader.number(lraw, "failures", "clients.login_limit", 10, minimum=1,
+                               integer=True),
+        window=reader.number(lraw, "window", "clients.login_limit", 60.0, minimum=1),
+    )  # fmt: skip
+    proxies = reader.string_list(raw, "trusted_proxies", path)
+    for proxy in proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            reader.fail("clients.trusted_proxies", f"{proxy!r} is not an IP address or CIDR")
     rules: list[AccessRule] = []
     access = raw.get("access") or []
     if not isinstance(access, list):
@@ -631,7 +678,7 @@ def _parse_clients(data: Any, reader: _Reader) -> ClientsSettings:
         rules.append(AccessRule(users, repos, actions))
     return ClientsSettings(
         auth=auth, htpasswd=htpasswd, groups=groups, tenants=tenants, token=token,
-        access=tuple(rules),
+        access=tuple(rules), login_limit=login_limit, trusted_proxies=proxies,
     )  # fmt: skip
 
 
@@ -747,6 +794,9 @@ def parse_settings(
                 reader.fail(cpath, "needs the top-level vault section")
             if creds.templated and not clients.tenants:
                 reader.fail(f"{cpath}.path", "uses {tenant} but clients.tenants defines none")
+            elif creds.templated and clients.auth == "none":
+                reader.fail(f"{cpath}.path", "uses {tenant} but clients.auth is none: "
+                            "callers have no tenant")  # fmt: skip
 
     limits = _parse_limits(raw.get("limits"), reader)
 

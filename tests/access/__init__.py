@@ -1,0 +1,1 @@
+"""Client authentication and authorization: the token service, challenges, real clients."""
