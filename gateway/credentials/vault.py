@@ -55,9 +55,8 @@ WORKERS = 4
 RENEW_AT = 2 / 3  # of the lease (PROTOCOL §7)
 CAPPED = 0.9  # a renewal granting less than this share of the usual TTL hit the max TTL
 MIN_INTERVAL = 0.5  # seconds; the lifecycle never spins faster than this
-LOGIN_BACKOFF, MAX_BACKOFF = 1.0, 30.0
+RETRY_FIRST, RETRY_MAX = 1.0, 30.0  # seconds between lifecycle retries while Vault fails
 STALE_RETRY = 5.0  # seconds a stale secret is served before Vault is tried again
-REREAD_GRACE = 1.0  # a secret read this recently is not re-read when an upstream refuses it
 SECRET_FORMATS = "username+password, token, auth, .dockerconfigjson"  # noqa: S105
 _TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]*")
 
@@ -192,7 +191,7 @@ class VaultSession:
         self._lease: _Lease | None = None
         self._token_stamp: tuple[int, int] | None = None
         self._problem: str | None = "not logged in yet"
-        self.on_login: Callable[[], None] = lambda: None
+        self.on_change: Callable[[], None] = lambda: None  # a login, or the problem changed
 
     # Read from the loop thread without the lock: each is one attribute load.
     @property
@@ -221,18 +220,18 @@ class VaultSession:
                     self._login()
                     data = self._read(where)
             except vault_errors.InvalidPath as exc:
-                self._problem = None
+                self._set_problem(None)
                 raise SecretMissing(str(where)) from exc
             except vault_errors.Forbidden as exc:
-                self._problem = None  # logged in, but the policy does not cover this path
+                self._set_problem(None)  # logged in, but the policy does not cover the path
                 raise VaultUnavailable("Vault denied reading the path", status=502) from exc
             except (SecretMissing, VaultUnavailable):
                 raise
             except Exception as exc:
-                self._problem = f"unreachable: {_reason(exc)}"
+                self._set_problem(f"unreachable: {_reason(exc)}")
                 _log_failure("vault_read_failed", exc, path=str(where))
                 raise VaultUnavailable(_reason(exc)) from exc
-            self._problem = None
+            self._set_problem(None)
             return data
 
     def maintain(self) -> None:
@@ -253,6 +252,11 @@ class VaultSession:
 
     # --- under the lock -------------------------------------------------------------------
 
+    def _set_problem(self, problem: str | None) -> None:
+        if problem != self._problem:
+            self._problem = problem
+            self.on_change()
+
     def _needs_login(self) -> bool:
         if self._lease is None or self._lease.expired(self._clock()):
             return True
@@ -266,14 +270,14 @@ class VaultSession:
             with self._observed("login"):
                 lease = self._token_lookup() if method == "token" else self._method_login()
         except Exception as exc:
-            self._problem = f"login failed ({method}): {_reason(exc)}"
+            self._set_problem(f"login failed ({method}): {_reason(exc)}")
             _log_failure("vault_login_failed", exc, method=method)
             raise VaultUnavailable(f"Vault login failed: {_reason(exc)}") from exc
         self._lease = lease
-        self._problem = None
+        self._set_problem(None)
         log.info("vault_logged_in", method=method, lease_seconds=lease.ttl,
                  renewable=lease.renewable)  # fmt: skip
-        self.on_login()
+        self.on_change()
 
     def _method_login(self) -> _Lease:
         auth = self._settings.auth
@@ -321,6 +325,7 @@ class VaultSession:
         capped = ttl < lease.usual_ttl * CAPPED
         self._lease = _Lease(ttl, bool(granted["renewable"]), lease.usual_ttl, self._clock(),
                              capped)  # fmt: skip
+        self._set_problem(None)
         log.info("vault_token_renewed", lease_seconds=ttl, max_ttl_reached=capped)
 
     def _read(self, where: Location) -> Mapping[str, Any]:
@@ -388,6 +393,11 @@ def _log_failure(event: str, exc: BaseException, **fields: Any) -> None:
 
 # --- the event-loop half -------------------------------------------------------------------
 
+# Which read of which secret this request was given, so `rejected` drops only that one.
+_SERVED: contextvars.ContextVar[tuple[Location, float] | None] = contextvars.ContextVar(
+    "vault_secret_served", default=None
+)
+
 
 @dataclass(frozen=True, repr=False)
 class _Stored:
@@ -434,7 +444,7 @@ class VaultCredentialStore:
             with contextlib.suppress(RuntimeError):  # the loop is closing
                 loop.call_soon_threadsafe(self._wake.set)
 
-        self._session.on_login = woken
+        self._session.on_change = woken
         self._lifecycle = asyncio.create_task(self._maintain_token(), name="vault-token-lifecycle")
 
     async def close(self) -> None:
@@ -452,6 +462,7 @@ class VaultCredentialStore:
         stored, _hit = await self._cache.get_or_load(where, lambda: self._load(where))
         if stored.stale:
             self._metrics.credentials_stale.labels(upstream).inc()
+        _SERVED.set((where, stored.read_at))
         try:
             return credentials_from_secret(stored.data, settings, where)
         except CredentialsError as exc:
@@ -464,9 +475,9 @@ class VaultCredentialStore:
             where = self._location(self._upstreams[upstream], tenant)
         except CredentialsError:
             return False
-        stored = self._cache.peek(where)
-        if stored and not stored.stale and self._clock() - stored.read_at < REREAD_GRACE:
-            return True  # another refused request has just re-read it
+        stored, served = self._cache.peek(where), _SERVED.get()
+        if stored and served and served[0] == where and stored.read_at > served[1]:
+            return True  # another refused request has already read it again
         self._cache.invalidate(where)
         log.info("vault_secret_dropped", upstream=upstream, path=str(where))
         return True
@@ -514,19 +525,28 @@ class VaultCredentialStore:
             raise VaultUnavailable(f"no answer within {self._deadline:g}s") from exc
 
     async def _maintain_token(self) -> None:
-        """Log in at start, renew at two thirds of each lease, log in again when needed."""
+        """Log in at start, renew at two thirds of each lease, log in again when needed.
+
+        While Vault fails (a failed renewal or login, or a failed read) it retries with a
+        growing pause, so /readyz recovers soon after Vault does even when no read is due.
+        """
         failures = 0
         while True:
             self._wake.clear()
-            delay = self._session.due_in()
+            if self._session.problem is None:
+                failures = 0
+            retry = min(RETRY_FIRST * 2**failures, RETRY_MAX)
             if failures:
-                delay = max(delay, min(LOGIN_BACKOFF * 2 ** (failures - 1), MAX_BACKOFF))
+                delay = retry
+            elif self._session.problem is not None:
+                delay = min(self._session.due_in(), retry)
+            else:
+                delay = self._session.due_in()
             if delay > 0:
-                timeout = None if math.isinf(delay) else delay
                 try:
+                    timeout = None if math.isinf(delay) else delay
                     await asyncio.wait_for(self._wake.wait(), timeout)
-                    failures = 0  # a read logged in meanwhile: plan from the new lease
-                    continue
+                    continue  # logged in elsewhere, or the problem changed: plan again
                 except TimeoutError:
                     pass
             try:
