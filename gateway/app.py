@@ -8,11 +8,13 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from .access.gatekeeper import Gatekeeper
 from .credentials.base import CredentialStore
 from .credentials.store import UpstreamCredentialStore
 from .credentials.vault import VaultCredentialStore
 from .health import Readiness
 from .keys import (
+    ACCESS_KEY,
     METRICS_KEY,
     PASSTHROUGH_KEY,
     READINESS_KEY,
@@ -58,6 +60,10 @@ def create_app(
         default=settings.routing.default,
     )
     app[TOKENS_KEY] = TokenCache()
+    app[ACCESS_KEY] = Gatekeeper.from_settings(
+        settings, metrics=app[METRICS_KEY], router=app[ROUTER_KEY]
+    )
+    app.cleanup_ctx.append(app[ACCESS_KEY].watch_users)
     app[READINESS_KEY] = Readiness()
     vault = None
     if credentials is None and settings.vault is not None:

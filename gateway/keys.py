@@ -5,6 +5,7 @@ from __future__ import annotations
 import aiohttp
 from aiohttp import web
 
+from .access.gatekeeper import Gatekeeper
 from .health import Readiness
 from .metrics import Metrics
 from .settings import Settings
@@ -21,6 +22,7 @@ SESSION_KEY = web.AppKey("session", aiohttp.ClientSession)
 UPSTREAM_KEY = web.AppKey("upstream", UpstreamClient)
 READINESS_KEY = web.AppKey("readiness", Readiness)
 PASSTHROUGH_KEY = web.AppKey("passthrough", Passthrough)
+ACCESS_KEY = web.AppKey("access", Gatekeeper)
 
 # Per-request values (request[...]): set by handlers, read by the request middleware.
 REQUEST_ID = "gateway.request_id"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .handlers import health, registry
+from .handlers import health, registry, token
 from .settings import Settings
 
 
@@ -14,6 +14,10 @@ def add_routes(app: web.Application, settings: Settings) -> None:
     # dispatcher, because <name> holds slashes the router cannot split unambiguously.
     router.add_route("*", "/v2", registry.v2)
     router.add_route("*", "/v2/{tail:.*}", registry.v2)
+    if settings.clients.auth == "token":
+        # The gateway's own token service (distribution auth/token.md, auth/oauth.md).
+        router.add_get("/token", token.get_token)
+        router.add_post("/token", token.post_token)
     router.add_get("/healthz", health.healthz)
     router.add_get("/readyz", health.readyz)
     if settings.metrics.listen is None:

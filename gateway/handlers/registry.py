@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ..access.gatekeeper import Decision
 from ..errors import (
     API_VERSION_HEADER,
     DigestInvalid,
@@ -15,7 +16,18 @@ from ..errors import (
     RegistryError,
     Unsupported,
 )
-from ..keys import EXCHANGE, NAME, ROUTE, ROUTER_KEY, SETTINGS_KEY, TENANT, UPSTREAM, UPSTREAM_KEY
+from ..keys import (
+    ACCESS_KEY,
+    EXCHANGE,
+    NAME,
+    PRINCIPAL,
+    ROUTE,
+    ROUTER_KEY,
+    SETTINGS_KEY,
+    TENANT,
+    UPSTREAM,
+    UPSTREAM_KEY,
+)
 from ..oci.media import manifest_accept
 from ..oci.names import is_valid_digest, is_valid_tag, looks_like_digest
 from ..oci.scope import pull_scope
@@ -38,7 +50,8 @@ async def v2(request: web.Request) -> web.StreamResponse:
             f"{request.method} is not supported: the gateway is pull-only",
             headers={"Allow": "GET, HEAD"},
         )
-    if api.route == "base":  # end-1
+    if api.route == "base":  # end-1; also how clients discover the challenge (no scope)
+        _admit(request, await request.app[ACCESS_KEY].check(request, None))
         return web.json_response({}, headers=API_VERSION_HEADER)
     if api.route in ("tags", "referrers") and request.method == "HEAD":
         raise Unsupported("HEAD is not defined for this endpoint", headers={"Allow": "GET"})
@@ -47,7 +60,15 @@ async def v2(request: web.Request) -> web.StreamResponse:
     request[UPSTREAM] = target.upstream
     request[NAME] = target.name
     _validate(api)
+    _admit(request, await request.app[ACCESS_KEY].check(request, target))
     return await _proxy(request, api, target, ns)
+
+
+def _admit(request: web.Request, decision: Decision) -> None:
+    """Record who is calling (the tenant picks upstream credentials), then allow or refuse."""
+    request[PRINCIPAL] = decision.principal.name
+    request[TENANT] = decision.principal.tenant
+    decision.enforce()
 
 
 def _validate(api: ApiPath) -> None:
