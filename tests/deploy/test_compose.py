@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,8 +20,10 @@ from tests.deploy.dockerfile import parse_stages
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
-# YAML files under config/ that are not gateway configurations.
+# YAML files under config/ that are not gateway configurations (the gateway configs embedded
+# in Kubernetes ConfigMaps are checked by test_kubernetes.py).
 NOT_GATEWAY_CONFIGS = {"config/compose/prometheus.yml"}
+NOT_GATEWAY_CONFIG_DIRS = ("config/kubernetes/", "config/prometheus/")
 
 
 def _gateway_config_files() -> list[str]:
@@ -29,7 +32,11 @@ def _gateway_config_files() -> list[str]:
         for pattern in ("*.yaml", "*.yml")
         for p in (REPO_ROOT / "config").rglob(pattern)
     )
-    return [f for f in files if f not in NOT_GATEWAY_CONFIGS]
+    return [
+        f
+        for f in files
+        if f not in NOT_GATEWAY_CONFIGS and not f.startswith(NOT_GATEWAY_CONFIG_DIRS)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -280,3 +287,44 @@ def test_config_file_passes_check_config(path: str, tmp_path: Path) -> None:
     )
     assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}{result.stderr}"
     assert len(result.stdout.strip().splitlines()) == 1, result.stdout
+
+
+def test_prometheus_loads_the_repository_alert_rules(services: dict[str, Any]) -> None:
+    """Compose Prometheus mounts config/prometheus/alerts.yml where its rule_files point."""
+    prometheus = services["prometheus"]
+    prometheus_yml = yaml.safe_load(
+        _bind_mount(prometheus, "/etc/prometheus/prometheus.yml").read_text()
+    )
+    [rule_file] = prometheus_yml["rule_files"]
+    assert _bind_mount(prometheus, rule_file) == REPO_ROOT / "config/prometheus/alerts.yml"
+
+
+def test_compose_prometheus_config_passes_promtool(
+    services: dict[str, Any], tmp_path: Path
+) -> None:
+    """`promtool check config` accepts the compose Prometheus config and its rules."""
+    prometheus = services["prometheus"]
+    config = yaml.safe_load(_bind_mount(prometheus, "/etc/prometheus/prometheus.yml").read_text())
+    # Point rule_files at the repository files the container would see at those paths.
+    config["rule_files"] = [str(_bind_mount(prometheus, path)) for path in config["rule_files"]]
+    checked = tmp_path / "prometheus.yml"
+    checked.write_text(yaml.safe_dump(config))
+    promtool = shutil.which("promtool")
+    assert promtool is not None, "promtool missing: run .ci/install-system.sh"
+    result = subprocess.run(
+        [promtool, "check", "config", str(checked)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_gateway_stop_grace_outlasts_shutdown_grace(
+    services: dict[str, Any], gateway_config: dict[str, Any]
+) -> None:
+    """`docker compose stop` waits longer than the gateway drains before it sends SIGKILL."""
+    grace = services["gateway"]["stop_grace_period"]
+    assert grace.endswith("s")
+    assert int(grace[:-1]) >= gateway_config.get("shutdown_grace", 30) + 5
