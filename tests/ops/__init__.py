@@ -1,0 +1,1 @@
+"""Operating the gateway: metrics scraped by a real Prometheus, logs, shutdown, limits."""
