@@ -20,6 +20,9 @@ from .log import configure_logging, get_logger
 from .settings import ConfigError, Settings, load_settings
 
 EXIT_CONFIG = 2
+DRAIN_POLL = 0.05
+# After shutdown_grace, aiohttp waits this long for handlers it signalled, then cancels them.
+CANCEL_TIMEOUT = 0.25
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -75,10 +78,10 @@ async def serve(settings: Settings) -> int:
     log = get_logger("gateway")
     app = create_app(settings)
     metrics = app[METRICS_KEY]
-    # No sites: the listener below builds each connection's protocol itself (connections.py),
-    # and the runner drains those connections for up to shutdown_grace on cleanup.
+    # No sites: the listener below builds each connection's protocol itself (connections.py).
+    # serve() drains for shutdown_grace itself; the runner's timeout only bounds the cancel.
     runner = web.AppRunner(
-        app, handle_signals=False, access_log=None, shutdown_timeout=settings.shutdown_grace
+        app, handle_signals=False, access_log=None, shutdown_timeout=CANCEL_TIMEOUT
     )
     await runner.setup()
     ssl_context = None
@@ -132,15 +135,34 @@ async def serve(settings: Settings) -> int:
     await stop.wait()
     started = loop.time()
     listener.close()  # stop accepting: new callers get "connection refused" at once
-    in_flight = len(runner.server.connections) if runner.server else 0
-    log.info("draining", connections=in_flight, shutdown_grace=settings.shutdown_grace)
-    # Lets in-flight handlers finish within shutdown_grace, cancels the rest, cleans up.
+    await drain(runner, started + settings.shutdown_grace)
+    # Cancels whatever outlived the grace (within 2 * CANCEL_TIMEOUT), then app cleanup.
     await runner.cleanup()
     await listener.wait_closed()
     if metrics_runner:
         await metrics_runner.cleanup()
     log.info("gateway_stopped", drained_in_s=round(loop.time() - started, 3))
     return 0
+
+
+async def drain(runner: web.AppRunner, deadline: float) -> None:
+    """Let responses in flight finish until ``deadline``; no connection takes a new request."""
+    log = get_logger("gateway")
+    loop = asyncio.get_running_loop()
+    server = runner.server
+    if server is None:
+        return
+    for connection in server.connections:
+        # Idle keep-alive connections close now, busy ones after their current response.
+        connection.close()
+    log.info("draining", connections=len(server.connections))
+    # aiohttp signals no "last connection closed" event: poll its public connection list.
+    while loop.time() < deadline:
+        if not server.connections:
+            break
+        await asyncio.sleep(DRAIN_POLL)
+    if server.connections:
+        log.warning("shutdown_grace_expired", cancelled_connections=len(server.connections))
 
 
 if __name__ == "__main__":

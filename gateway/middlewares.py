@@ -6,6 +6,7 @@ per request, and turns every error into the OCI envelope (never a traceback or H
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -81,6 +82,10 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             raise
         except (ConnectionResetError, OSError) as exc:
             status, error = 499, f"caller disconnected: {type(exc).__name__}"
+            raise
+        except asyncio.CancelledError:
+            # Still running when shutdown_grace ran out: the caller got a cut-off response.
+            status, error = 503, "cancelled at shutdown"
             raise
         except Exception as exc:
             log.exception("request_failed")
