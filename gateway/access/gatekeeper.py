@@ -84,7 +84,12 @@ def parse_basic(header: str) -> tuple[str, str] | None:
     except (binascii.Error, UnicodeDecodeError):
         return None
     user, sep, password = decoded.partition(":")
-    return (user, password) if sep and user else None
+    return (user, password) if sep else None
+
+
+def is_empty(pair: tuple[str, str] | None) -> bool:
+    """``Basic Og==`` (":"): what containers/image sends when it has no credentials."""
+    return pair == ("", "")
 
 
 def bearer_token(header: str) -> str | None:
@@ -248,7 +253,7 @@ class Gatekeeper:
         self.metrics.client_auth.labels(self.mode, result).inc()
         log.info(
             "access_decided",
-            auth=self.mode,
+            scheme=self.mode,
             principal=principal.label,
             tenant=principal.tenant,
             upstream=target.upstream if target else None,
@@ -296,12 +301,12 @@ class Gatekeeper:
         self, request: web.Request, target: Target | None, action: str
     ) -> tuple[Decision, Result, str]:
         header = request.headers.get("Authorization")
-        if header is None:
+        pair = parse_basic(header) if header is not None else None
+        if header is None or is_empty(pair):
             if target is None:
                 error = self._unauthorized(request, "authentication required", None, action)
                 return Decision(ANONYMOUS, error), "denied", "no credentials"
             return self._authorize(request, ANONYMOUS, target, action)
-        pair = parse_basic(header)
         if pair is None:
             error = self._unauthorized(request, "malformed Basic credentials", target, action)
             return Decision(ANONYMOUS, error), "invalid", "malformed credentials"

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..access.gatekeeper import Gatekeeper, LoginRefused, parse_basic
+from ..access.gatekeeper import Gatekeeper, LoginRefused, is_empty, parse_basic
 from ..access.policy import ANONYMOUS, Principal
 from ..access.tokens import IssuedToken
 from ..errors import RegistryError, TooManyRequests, Unauthorized
@@ -82,6 +82,8 @@ async def get_token(request: web.Request) -> web.Response:
     _check_service(gate, request.query.get("service"))
     requested = parse_scopes(request.query.getall("scope", []))
     header = request.headers.get("Authorization")
+    if header is not None and is_empty(parse_basic(header)):
+        header = None  # empty Basic credentials mean "no credentials"
     principal, grant = ANONYMOUS, "anonymous"
     if header is not None:
         grant = "basic"

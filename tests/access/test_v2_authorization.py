@@ -324,6 +324,9 @@ async def test_basic_mode_authorizes_each_request(
         ("/v2/gcr.io/team-a/app/manifests/v1", "Bearer abc", 401),
         ("/v2/gcr.io/team-a/app/manifests/v1", None, 401),
         ("/v2/alpine/manifests/v1", None, 200),  # anonymous rule: no credentials needed
+        # containers/image sends empty Basic credentials ("Og==" is ":") when it has none.
+        ("/v2/alpine/manifests/v1", "Basic Og==", 200),
+        ("/v2/gcr.io/team-a/app/manifests/v1", "Basic Og==", 401),
     ]
     for path, header, status in cases:
         headers = {"Authorization": header} if header else {}
@@ -331,8 +334,8 @@ async def test_basic_mode_authorizes_each_request(
         assert response.status == status, (path, header)
         if status == 401:
             assert response.headers["WWW-Authenticate"].startswith("Basic ")
-    assert await metric(client, method="basic", result="granted") == 3
-    assert await metric(client, method="basic", result="denied") == 2
+    assert await metric(client, method="basic", result="granted") == 4
+    assert await metric(client, method="basic", result="denied") == 3
     assert await metric(client, method="basic", result="invalid") == 2
 
 
