@@ -184,6 +184,7 @@ class GatewayRequestHandler(web.RequestHandler):
         self._metrics.requests.labels("other", "other", str(status)).inc()
         response = render_status(status, "UNSUPPORTED", reason)
         response.headers[REQUEST_ID_HEADER] = request_id
+        response.headers["Connection"] = "close"  # said even when the request line was HTTP/1.0
         response.force_close()
         return response
 
