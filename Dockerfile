@@ -54,5 +54,8 @@ EXPOSE 5000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:5000/healthz', timeout=4)"]
 
+# SIGTERM (docker stop, Kubernetes) drains pulls in flight for shutdown_grace, then exits 0.
+STOPSIGNAL SIGTERM
+
 ENTRYPOINT ["registry-gateway"]
 CMD ["serve", "--config", "/etc/registry-gateway/gateway.yaml"]

@@ -185,3 +185,10 @@ def test_dockerignore_keeps_what_the_build_copies(stages: list[Stage]) -> None:
 def test_dockerignore_leaves_out_non_build_files(path: str) -> None:
     """VCS data, tests, local secrets and bytecode never enter the build context."""
     assert DockerIgnore.read(REPO_ROOT / ".dockerignore").excludes(path)
+
+
+def test_stop_signal_is_one_the_gateway_drains_on(runtime: Stage) -> None:
+    """The container stops with SIGTERM, which the gateway answers with a graceful drain."""
+    stop = runtime.last("STOPSIGNAL")
+    assert stop is not None
+    assert stop.arguments in {"SIGTERM", "SIGINT"}
