@@ -20,8 +20,15 @@ V = TypeVar("V")
 Clock = Callable[[], float]
 
 
+HIT, JOINED, LOADED = "hit", "joined", "loaded"
+
+
 class CoalescingCache(Generic[K, V]):
-    """``get_or_load`` returns ``(value, hit)``; a loader returns ``(value, ttl_seconds)``."""
+    """``get_or_load`` returns ``(value, outcome)``; a loader returns ``(value, ttl_seconds)``.
+
+    The outcome says how the value came: ``hit`` from the store, ``joined`` by waiting on a
+    load another caller started, ``loaded`` by running the loader.
+    """
 
     def __init__(self, maxsize: int = 4096, *, clock: Clock = time.monotonic) -> None:
         self._clock = clock
@@ -53,14 +60,14 @@ class CoalescingCache(Generic[K, V]):
 
     async def get_or_load(
         self, key: K, loader: Callable[[], Awaitable[tuple[V, float]]]
-    ) -> tuple[V, bool]:
+    ) -> tuple[V, str]:
         entry = self._store.get(key)
         if entry is not None:
-            return entry[0], True
+            return entry[0], HIT
         pending = self._inflight.get(key)
         if pending is not None:
             # shield: one waiter being cancelled must not cancel the shared load.
-            return await asyncio.shield(pending), False
+            return await asyncio.shield(pending), JOINED
         future: asyncio.Future[V] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
@@ -74,6 +81,6 @@ class CoalescingCache(Generic[K, V]):
         else:
             self.put(key, value, ttl)
             future.set_result(value)
-            return value, False
+            return value, LOADED
         finally:
             self._inflight.pop(key, None)

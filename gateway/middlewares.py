@@ -15,10 +15,21 @@ import structlog
 from aiohttp import web
 
 from .errors import RegistryError, render, render_status
-from .keys import BYTES, EXCHANGE, METRICS_KEY, NAME, PRINCIPAL, REQUEST_ID, ROUTE, TENANT, UPSTREAM
+from .keys import (
+    ABORTED,
+    BYTES,
+    EXCHANGE,
+    METRICS_KEY,
+    NAME,
+    PRINCIPAL,
+    REQUEST_ID,
+    ROUTE,
+    TENANT,
+    UPSTREAM,
+    VIA,
+)
 from .log import get_logger
 from .metrics import method_label
-from .upstream.relay import RelayAborted
 
 log = get_logger("gateway.request")
 
@@ -76,10 +87,6 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             response = render_status(exc.status, _HTTP_CODES.get(exc.status, "UNKNOWN"),
                                      exc.reason)  # fmt: skip
             error = exc.reason
-        except RelayAborted as exc:
-            status, error = 502, exc.reason
-            log.warning("relay_aborted", reason=exc.reason, sent=exc.sent)
-            raise
         except (ConnectionResetError, OSError) as exc:
             status, error = 499, f"caller disconnected: {type(exc).__name__}"
             raise
@@ -92,6 +99,11 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             response = render_status(500, "UNKNOWN", "internal error")
             error = type(exc).__name__
         status = response.status
+        aborted = request.get(ABORTED)
+        if aborted is not None:
+            status, error = aborted
+            if status != 499:  # a caller hanging up is theirs to know, not an alert
+                log.warning("relay_aborted", reason=error, sent=request.get(BYTES))
         return response
     finally:
         elapsed = time.perf_counter() - started
@@ -112,6 +124,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             path=request.path,
             route=route,
             upstream=upstream,
+            via=request.get(VIA),
             name=request.get(NAME),
             status=status,
             bytes=sent,

@@ -27,6 +27,7 @@ from ..keys import (
     TENANT,
     UPSTREAM,
     UPSTREAM_KEY,
+    VIA,
 )
 from ..oci.media import manifest_accept
 from ..oci.names import is_valid_digest, is_valid_tag, looks_like_digest
@@ -43,13 +44,14 @@ class TagInvalid(RegistryError):
 
 async def v2(request: web.Request) -> web.StreamResponse:
     """Everything under ``/v2/``: GET and HEAD only (the gateway is pull-only)."""
-    api = parse_api_path(request.match_info.get("tail", ""))
-    request[ROUTE] = api.route
     if request.method not in ("GET", "HEAD"):
+        # Push (uploads, manifest PUT) and delete: refused before the path is even parsed.
         raise Unsupported(
             f"{request.method} is not supported: the gateway is pull-only",
             headers={"Allow": "GET, HEAD"},
         )
+    api = parse_api_path(request.match_info.get("tail", ""))
+    request[ROUTE] = api.route
     if api.route == "base":  # end-1; also how clients discover the challenge (no scope)
         _admit(request, await request.app[ACCESS_KEY].check(request, None))
         return web.json_response({}, headers=API_VERSION_HEADER)
@@ -58,6 +60,7 @@ async def v2(request: web.Request) -> web.StreamResponse:
     ns = request.query.get("ns")
     target = request.app[ROUTER_KEY].route(api.name, ns=ns, host=request.host)
     request[UPSTREAM] = target.upstream
+    request[VIA] = target.via
     request[NAME] = target.name
     _validate(api)
     _admit(request, await request.app[ACCESS_KEY].check(request, target))

@@ -21,6 +21,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from .. import __version__
+from ..caching import LOADED
 from ..credentials.base import CredentialsError, CredentialStore, UpstreamCredentials
 from ..errors import (
     CredentialsUnavailable,
@@ -165,10 +166,16 @@ class UpstreamClient:
             ):
                 return response  # a token fetched just now was refused: fetching again won't help
             if key is not None:
-                self._tokens.tokens.invalidate(key)  # our cached token was refused
+                # Our cached token was refused: drop it, unless a concurrent request has
+                # already replaced it with a fresh one (that one we use).
+                current = self._tokens.tokens.peek(key)
+                if current is not None and auth == f"Bearer {current.reveal()}":
+                    self._tokens.tokens.invalidate(key)
             response.release()
+            # No token was sent (a cold request) or ours was dropped: either way, take the
+            # cached one or join the fetch already in flight; N cold requests, one fetch.
             token, key = await self._token(
-                upstream, challenge, wanted, tenant, credentials, exchange, force=True
+                upstream, challenge, wanted, tenant, credentials, exchange
             )
             return await self._request(
                 upstream, method, url, headers, f"Bearer {token.reveal()}", route
@@ -212,8 +219,6 @@ class UpstreamClient:
         tenant: str | None,
         credentials: UpstreamCredentials | None,
         exchange: Exchange,
-        *,
-        force: bool = False,
     ) -> tuple[Secret, TokenKey]:
         assert challenge.realm is not None
         realm = URL(challenge.realm)
@@ -229,8 +234,6 @@ class UpstreamClient:
         key = token_key(
             upstream.key, tenant, challenge, scopes, credentials, authenticated=send_creds
         )
-        if force:
-            self._tokens.tokens.invalidate(key)
 
         async def fetch() -> tuple[Secret, float]:
             issued = await self._fetch_token(
@@ -239,11 +242,12 @@ class UpstreamClient:
             return issued.value, issued.ttl
 
         try:
-            token, hit = await self._tokens.tokens.get_or_load(key, fetch)
+            token, how = await self._tokens.tokens.get_or_load(key, fetch)
         except UpstreamError:
             self._metrics.upstream_tokens.labels(upstream.key, "error").inc()
             raise
-        outcome = "cached" if hit else "fetched"
+        # Waiting on another request's fetch is not a fetch of our own.
+        outcome = "fetched" if how == LOADED else "cached"
         self._metrics.upstream_tokens.labels(upstream.key, outcome).inc()
         exchange.auth = outcome
         return token, key

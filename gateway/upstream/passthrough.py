@@ -49,8 +49,14 @@ def plain_socket(transport: asyncio.BaseTransport | None) -> socket.socket | Non
     return sock  # type: ignore[no-any-return]
 
 
-def _pump(source: socket.socket, sink: socket.socket, length: int, idle: float) -> int:
-    """Blocking copy in a worker thread; the GIL is released inside every recv/send."""
+def _pump(
+    source: socket.socket, sink: socket.socket, length: int, idle: float, progress: list[int]
+) -> int:
+    """Blocking copy in a worker thread; the GIL is released inside every recv/send.
+
+    ``progress[0]`` grows by every byte delivered, so an aborted copy still reports them.
+    Upstream read errors become BodyTruncated; caller write errors stay OSError.
+    """
     buffer = memoryview(bytearray(min(CHUNK_SIZE, length)))
     remaining = length
     # A socket with a timeout keeps its descriptor non-blocking and waits in poll(2):
@@ -59,11 +65,17 @@ def _pump(source: socket.socket, sink: socket.socket, length: int, idle: float) 
     sink.settimeout(idle)
     try:
         while remaining:
-            count = source.recv_into(buffer[: min(remaining, len(buffer))])
+            try:
+                count = source.recv_into(buffer[: min(remaining, len(buffer))])
+            except TimeoutError:
+                raise
+            except OSError as exc:
+                raise BodyTruncated(f"upstream read failed: {exc.strerror or exc}") from exc
             if count == 0:
                 raise BodyTruncated(f"upstream closed after {length - remaining} of {length}")
             sink.sendall(buffer[:count])
             remaining -= count
+            progress[0] += count
     except TimeoutError as exc:
         raise BodyStalled(f"no progress for {idle:g}s") from exc
     finally:
@@ -87,14 +99,19 @@ class Passthrough:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def copy_exact(
-        self, source: socket.socket, sink: socket.socket, length: int, idle: float
+        self,
+        source: socket.socket,
+        sink: socket.socket,
+        length: int,
+        idle: float,
+        progress: list[int],
     ) -> int:
         """Move exactly ``length`` bytes; raise BodyTruncated, BodyStalled or OSError."""
         loop = asyncio.get_running_loop()
         # Duplicate descriptors of the same sockets are ours to block on and to close.
         src = socket.socket(fileno=os.dup(source.fileno()))
         dst = socket.socket(fileno=os.dup(sink.fileno()))
-        future = loop.run_in_executor(self._executor, _pump, src, dst, length, idle)
+        future = loop.run_in_executor(self._executor, _pump, src, dst, length, idle, progress)
         self._active += 1
         future.add_done_callback(self._finished)
         try:

@@ -2,7 +2,8 @@
 
 Bodies flow chunk by chunk with backpressure (``await write`` waits for the socket to drain),
 so memory stays flat whatever the blob size. An upstream that fails mid-body aborts the
-caller's connection: a truncated body must never look like a complete one.
+caller's connection: a truncated body must never look like a complete one. Such failures are
+recorded in ``request[ABORTED]`` as (status for logs and metrics, reason), not raised.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from ..keys import BYTES, PASSTHROUGH_KEY
+from ..keys import ABORTED, BYTES, PASSTHROUGH_KEY, RELAY
 from ..log import get_logger
 from . import passthrough
 from .headers import caller_response_headers, rewrite_link
@@ -30,15 +31,6 @@ class LinkContext:
     upstream_name: str
     caller_name: str
     ns: str | None
-
-
-class RelayAborted(Exception):
-    """The body could not be relayed completely; the caller's connection was aborted."""
-
-    def __init__(self, reason: str, sent: int) -> None:
-        self.reason = reason
-        self.sent = sent
-        super().__init__(reason)
 
 
 async def relay(
@@ -80,22 +72,26 @@ async def relay(
     if length is not None:
         response.content_length = length
     await response.prepare(request)
-    sent = 0
+    failure: tuple[int, str] | None = None
     try:
         sent = await _copy_body(request, response, upstream, length, read_timeout)
+        if length is not None and sent != length:
+            failure = (502, f"upstream body ended after {sent} of {length} bytes")
+    except (ConnectionResetError, BrokenPipeError):
+        # The caller's side (aiohttp's ClientConnectionResetError is one of these too).
+        failure = (499, "caller disconnected")
     except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError,
             passthrough.BodyTruncated, passthrough.BodyStalled) as exc:  # fmt: skip
-        sent = request.get(BYTES, 0)
-        upstream.close()
-        _abort(request)
-        raise RelayAborted(f"upstream body failed: {type(exc).__name__}", sent) from exc
-    except (ConnectionResetError, BrokenPipeError, asyncio.CancelledError):
-        upstream.close()  # caller went away: stop reading upstream at once
+        failure = (502, f"upstream body failed: {type(exc).__name__}: {exc}")
+    except asyncio.CancelledError:
+        upstream.close()  # the handler is being torn down: stop reading upstream at once
         raise
-    if length is not None and sent != length:
+    if failure is not None:
+        # A truncated body must never look complete: abort instead of ending the response.
         upstream.close()
         _abort(request)
-        raise RelayAborted(f"upstream body ended after {sent} of {length} bytes", sent)
+        request[ABORTED] = failure
+        return response
     upstream.release()
     await response.write_eof()
     return response
@@ -140,13 +136,14 @@ async def _copy_body(
         if request.transport is None or request.transport.get_write_buffer_size():
             raise ConnectionResetError("caller transport is gone or not flushed")
         if sent < length:
-            request["gateway.relay"] = "passthrough"
+            request[RELAY] = "passthrough"
+            progress = [sent]
             try:
                 pump = request.app[PASSTHROUGH_KEY]
-                sent += await pump.copy_exact(source, sink, length - sent, read_timeout)
+                await pump.copy_exact(source, sink, length - sent, read_timeout, progress)
             finally:
                 upstream.close()  # aiohttp's parser no longer knows where the body ends
-            request[BYTES] = sent
+                sent = request[BYTES] = progress[0]
         return sent
     async for chunk in content.iter_any():
         await response.write(chunk)

@@ -261,7 +261,7 @@ class Registry(Stoppable):
             *("--issuer", self.token_issuer),
             *("--service", self.token_service),
             *("--htpasswd-user", self.username),
-            *("--htpasswd-password", self.password),
+            f"--htpasswd-password={self.password}",  # a password may start with "-"
             *("--count-file", str(self.count_file)),
         )
         process = ManagedProcess.spawn(
