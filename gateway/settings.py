@@ -837,7 +837,8 @@ def _parse_limits(data: Any, reader: _Reader) -> LimitsSettings:
             raw, "max_field_size", "limits", 8190, minimum=256, integer=True
         ),
         max_headers=reader.number(raw, "max_headers", "limits", 128, minimum=8, integer=True),
-        keepalive_timeout=reader.number(raw, "keepalive_timeout", "limits", 75.0),
+        # Also how long a connection may stay silent before its first request: never 0.
+        keepalive_timeout=reader.number(raw, "keepalive_timeout", "limits", 75.0, minimum=1),
     )
 
 

@@ -13,10 +13,12 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from gateway.settings import ConfigError, LimitsSettings, parse_settings
 from tests.gateway_process import GatewayProcess
 
 MAX_CONNECTIONS = 4
@@ -205,3 +207,37 @@ def test_gateway_survives_and_logs_no_traceback(gateway: GatewayProcess) -> None
     assert all(
         len(line["request_id"]) == 32 for line in lines if line["event"] == "request_rejected"
     )
+
+
+def _limits(raw: dict[str, Any]) -> LimitsSettings:
+    data = {"upstreams": {"docker.io": {"url": "https://registry-1.docker.io"}}, "limits": raw}
+    return parse_settings(data, environ={}, base_dir=Path("."), source="test").limits
+
+
+def test_limits_have_sensible_defaults() -> None:
+    """Without a limits section: 1024 connections, 8190-byte lines and fields, 128 headers, 75 s."""
+    assert _limits({}) == LimitsSettings(
+        max_connections=1024,
+        max_line_size=8190,
+        max_field_size=8190,
+        max_headers=128,
+        keepalive_timeout=75.0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        ({"max_connections": 0}, "limits.max_connections: must be at least 1"),
+        ({"max_line_size": 100}, "limits.max_line_size: must be at least 256"),
+        ({"max_field_size": 1.5}, "limits.max_field_size: must be a whole number"),
+        ({"max_headers": 2}, "limits.max_headers: must be at least 8"),
+        ({"keepalive_timeout": 0}, "limits.keepalive_timeout: must be at least 1"),
+        ({"max_body": 1}, "limits.max_body: unknown key"),
+    ],
+)
+def test_bad_limits_are_config_errors(raw: dict[str, Any], problem: str) -> None:
+    """Each unusable limit is reported with its key path; nothing starts half-limited."""
+    with pytest.raises(ConfigError) as caught:
+        _limits(raw)
+    assert problem in caught.value.problems
