@@ -432,6 +432,7 @@ class VaultCredentialStore:
         self._deadline = 2 * settings.timeout + 1
         self._wake = asyncio.Event()
         self._lifecycle: asyncio.Task[None] | None = None
+        self._closed = False
 
     def problem(self) -> str | None:
         """The readiness check: None while logged in and reachable, else a short reason."""
@@ -448,6 +449,7 @@ class VaultCredentialStore:
         self._lifecycle = asyncio.create_task(self._maintain_token(), name="vault-token-lifecycle")
 
     async def close(self) -> None:
+        self._closed = True
         if self._lifecycle is not None:
             self._lifecycle.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -519,7 +521,10 @@ class VaultCredentialStore:
         context = contextvars.copy_context()
         future = asyncio.wrap_future(self._executor.submit(context.run, call, *args))
         try:
-            return await asyncio.wait_for(future, self._deadline)
+            # asyncio.timeout, not wait_for: wait_for may swallow a cancellation that races
+            # with the result (CPython gh-86296), and close() must always stop the task.
+            async with asyncio.timeout(self._deadline):
+                return await future
         except TimeoutError as exc:
             log.warning("vault_call_timed_out", seconds=self._deadline)
             raise VaultUnavailable(f"no answer within {self._deadline:g}s") from exc
@@ -531,7 +536,7 @@ class VaultCredentialStore:
         growing pause, so /readyz recovers soon after Vault does even when no read is due.
         """
         failures = 0
-        while True:
+        while not self._closed:
             self._wake.clear()
             if self._session.problem is None:
                 failures = 0
@@ -544,8 +549,8 @@ class VaultCredentialStore:
                 delay = self._session.due_in()
             if delay > 0:
                 try:
-                    timeout = None if math.isinf(delay) else delay
-                    await asyncio.wait_for(self._wake.wait(), timeout)
+                    async with asyncio.timeout(None if math.isinf(delay) else delay):
+                        await self._wake.wait()
                     continue  # logged in elsewhere, or the problem changed: plan again
                 except TimeoutError:
                     pass
