@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import contextlib
 import contextvars
 import dataclasses
@@ -104,7 +103,7 @@ def credentials_from_secret(
     if _text(auth):
         try:
             user, colon, word = base64.b64decode(auth, validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # binascii.Error, UnicodeDecodeError, non-ASCII text
             user, colon, word = "", "", ""
         if not (user and colon):
             raise CredentialsError(f"Vault secret {where}: auth is not base64 of user:password")
@@ -210,11 +209,14 @@ class VaultSession:
         """The secret's key/value data; raises SecretMissing or VaultUnavailable."""
         with self._lock:
             try:
-                if self._needs_login():
+                fresh = self._needs_login()
+                if fresh:
                     self._login()
                 try:
                     data = self._read(where)
                 except vault_errors.Forbidden:
+                    if fresh:
+                        raise
                     # An expired or revoked token reads as 403 (PROTOCOL §7): log in, retry once.
                     log.info("vault_read_forbidden", path=str(where))
                     self._login()
@@ -224,6 +226,7 @@ class VaultSession:
                 raise SecretMissing(str(where)) from exc
             except vault_errors.Forbidden as exc:
                 self._set_problem(None)  # logged in, but the policy does not cover the path
+                _log_failure("vault_read_denied", exc, path=str(where))
                 raise VaultUnavailable("Vault denied reading the path", status=502) from exc
             except (SecretMissing, VaultUnavailable):
                 raise

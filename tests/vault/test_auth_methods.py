@@ -36,6 +36,7 @@ from tests.vault.pulls import (
     assert_no_secrets,
     assert_pulled,
     gateway_config,
+    oci_error,
     pull,
     readiness,
     vault_upstream,
@@ -251,3 +252,26 @@ def test_kubernetes_login_rereads_the_projected_token(
             time.sleep(0.2)
         assert_pulled(pull(gateway, UPSTREAM, private_image), private_image)
     assert_no_secrets(gateway, [first, second, registry_htpasswd.password])
+
+
+def test_path_outside_the_policy_is_a_clear_502(
+    openbao: OpenBao,
+    registry_htpasswd: Registry,
+    private_image: TestImage,
+    start_gateway: GatewayFactory,
+) -> None:
+    """The shipped policy reads only registries/*: another path is a 502 naming it, not a 503."""
+    path = f"elsewhere/{uuid.uuid4().hex[:8]}"
+    data = {"username": registry_htpasswd.username, "password": registry_htpasswd.password}
+    write_secret(openbao.client(), path, data)
+    token = create_token(openbao.client(), ttl="1h")
+    gateway = start_gateway(
+        config_for(openbao, registry_htpasswd, path, {"method": "token"}),
+        env={"VAULT_TOKEN": token},
+    )
+    error = oci_error(pull(gateway, UPSTREAM, private_image), 502)
+    assert error["code"] == "UNAVAILABLE"
+    assert f"secret/{path}" in error["detail"]["reason"]
+    assert "denied" in error["detail"]["reason"]
+    assert readiness(gateway)[0] == 200  # logged in and reachable: only the policy is missing
+    assert_no_secrets(gateway, [token, registry_htpasswd.password])
