@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 from typing import Any
 
 import pytest
@@ -130,3 +131,35 @@ def test_missing_and_malformed_secrets_fail_clearly_then_recover(
     events = [line["event"] for line in gateway.log_lines() if line.get("level") == "error"]
     assert "vault_secret_missing" in events and "vault_secret_unusable" in events
     assert_no_secrets(gateway, ["hunter2-typo", registry_htpasswd.password])
+
+
+def test_namespace_is_sent_with_every_call(
+    openbao: OpenBao,
+    registry_htpasswd: Registry,
+    private_image: TestImage,
+    start_gateway: GatewayFactory,
+) -> None:
+    """vault.namespace reads the secret from that OpenBao namespace's own KV mount."""
+    namespace = f"team-{uuid.uuid4().hex[:6]}"
+    root = openbao.client()
+    root.adapter.post(f"/v1/sys/namespaces/{namespace}")
+    inside = openbao.client()
+    inside.adapter.namespace = namespace
+    enable_once(inside, "mounts", "secret", type="kv", options={"version": "2"})
+    path = unique_path("namespaced")
+    data = {"username": registry_htpasswd.username, "password": registry_htpasswd.password}
+    write_secret(inside, path, data)
+    upstreams = {"namespaced.test": vault_upstream(registry_htpasswd, path)}
+    gateway = start_gateway(
+        gateway_config({"url": openbao.url, "namespace": namespace}, upstreams),
+        env={"VAULT_TOKEN": "root"},
+    )
+    assert_pulled(pull(gateway, "namespaced.test", private_image), private_image)
+    reads = [
+        entry["request"]
+        for entry in openbao.audit_entries()
+        if entry.get("type") == "request"
+        and entry["request"].get("operation") == "read"
+        and entry["request"]["path"] == f"secret/data/{path}"
+    ]
+    assert [read["namespace"]["path"] for read in reads] == [f"{namespace}/"]
