@@ -28,6 +28,7 @@ import math
 import re
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from typing import Any, NamedTuple, TypeGuard, TypeVar
 
 import hvac  # type: ignore[import-untyped]
 import requests
+import urllib3
 from hvac import exceptions as vault_errors
 
 from ..caching import Clock, CoalescingCache
@@ -177,6 +179,12 @@ class VaultSession:
         verify: bool | str = settings.tls_verify
         if settings.tls_verify and settings.ca_file is not None:
             verify = str(settings.ca_file)
+        if not settings.tls_verify:
+            # The operator chose this; say it once, not in an urllib3 warning on every call.
+            log.warning("vault_tls_verify_disabled", url=settings.url)
+            warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
+        # hvac prefers a given session's own `verify` (True by default) over its argument.
+        session.verify = verify
         # token="" stops hvac from reading VAULT_TOKEN or ~/.vault-token behind our back.
         self._client = hvac.Client(
             url=settings.url,
@@ -387,10 +395,13 @@ def _reason(exc: BaseException) -> str:
 
 
 def _log_failure(event: str, exc: BaseException, **fields: Any) -> None:
+    # Vault's own words (or the TLS/socket error) help an operator; they go to the log only,
+    # scrubbed of anything token-like and kept short, never into an error a caller sees.
     errors = getattr(exc, "errors", None)
     if errors:
-        # Vault's own words help an operator; scrub anything token-like, keep it short.
         fields["vault_errors"] = redact_value("; ".join(map(str, errors)))[:300]
+    elif isinstance(exc, requests.exceptions.RequestException):
+        fields["error"] = redact_value(str(exc))[:300]
     log.warning(event, reason=_reason(exc), **fields)
 
 
