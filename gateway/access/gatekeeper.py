@@ -284,7 +284,7 @@ class Gatekeeper:
         self, request: web.Request, principal: Principal, target: Target | None, action: str
     ) -> tuple[Decision, Result, str]:
         if target is None:
-            return Decision(principal), "granted", "authenticated"
+            return Decision(principal), "granted", "credentials accepted"
         verdict = self.policy.verdict(principal, target.upstream, target.name)
         if verdict.permits(action):
             return Decision(principal), "granted", verdict.reason
