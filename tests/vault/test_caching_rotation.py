@@ -54,8 +54,9 @@ def test_concurrent_cold_pulls_read_the_secret_once(
     reads = openbao.count_requests(f"secret/data/{path}", operation="read")
     print(f"\n{CONCURRENT_PULLS} concurrent cold pulls caused {reads} Vault read(s)")
     assert reads == 1
-    assert metric(gateway, "registry_gateway_vault_requests_total", operation="read",
-                  result="ok") == 1  # fmt: skip
+    assert (
+        metric(gateway, "registry_gateway_vault_requests_total", operation="read", result="ok") == 1
+    )
 
 
 def test_rotated_password_works_on_the_next_pull(
