@@ -57,7 +57,7 @@ def blob_url(gateway: GatewayProcess, upstream: SlowUpstream) -> str:
     return f"{gateway.url}/v2/library/slow/blobs/{upstream.blob_digest}"
 
 
-async def wait_for(condition: Any, timeout: float = 2.0) -> bool:
+async def wait_for(condition: Any, timeout: float = 3.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if await condition():
