@@ -96,6 +96,32 @@ def test_stopped_vault_serves_stale_secrets_then_fails_cleanly(
     assert_no_secrets(gateway, [registry_htpasswd.password])
 
 
+def test_sealed_vault_serves_stale_secrets(
+    registry_htpasswd: Registry,
+    private_image: TestImage,
+    start_gateway: GatewayFactory,
+    tmp_path: Path,
+) -> None:
+    """A sealed Vault (503 from every call) is an outage too: the last good secret serves."""
+    with OpenBao.start(tmp_path / "openbao") as openbao:
+        path = unique_path("sealed")
+        data = {"username": registry_htpasswd.username, "password": registry_htpasswd.password}
+        write_secret(openbao.client(), path, data)
+        vault = {"url": openbao.url, "cache_ttl": 0.5, "max_stale": 60}
+        gateway = start_gateway(
+            gateway_config(vault, {"sealed.test": vault_upstream(registry_htpasswd, path)}),
+            env={"VAULT_TOKEN": "root"},
+        )
+        assert_pulled(pull(gateway, "sealed.test", private_image), private_image)
+        openbao.client().adapter.put("/v1/sys/seal")
+        time.sleep(0.7)
+        assert_pulled(pull(gateway, "sealed.test", private_image), private_image)
+        status, body = readiness(gateway)
+        assert status == 503 and "VaultDown" in body["checks"]["vault"], body
+        assert metric(gateway, "registry_gateway_credentials_stale_total", upstream="sealed.test")
+    assert_no_secrets(gateway, [registry_htpasswd.password])
+
+
 def test_hung_vault_never_stalls_other_upstreams(
     registry_htpasswd: Registry,
     private_image: TestImage,
