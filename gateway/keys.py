@@ -9,7 +9,7 @@ from .access.gatekeeper import Gatekeeper
 from .health import Readiness
 from .metrics import Metrics
 from .settings import Settings
-from .upstream.client import UpstreamClient
+from .upstream.client import Exchange, UpstreamClient
 from .upstream.passthrough import Passthrough
 from .upstream.routing import Router
 from .upstream.tokens import TokenCache
@@ -25,14 +25,16 @@ PASSTHROUGH_KEY = web.AppKey("passthrough", Passthrough)
 ACCESS_KEY = web.AppKey("access", Gatekeeper)
 
 # Per-request values (request[...]): set by handlers, read by the request middleware.
-REQUEST_ID = "gateway.request_id"
-ROUTE = "gateway.route"
-UPSTREAM = "gateway.upstream"
-VIA = "gateway.via"  # which routing rule chose the upstream: ns, host, prefix, default
-NAME = "gateway.name"
-PRINCIPAL = "gateway.principal"
-TENANT = "gateway.tenant"
-EXCHANGE = "gateway.exchange"
-BYTES = "gateway.bytes"  # body bytes relayed to the caller
-ABORTED = "gateway.aborted"  # (status, reason) when a body relay was cut short
-RELAY = "gateway.relay"  # "passthrough" when the body went socket to socket
+REQUEST_ID = web.RequestKey("request_id", str)
+ROUTE = web.RequestKey("route", str)
+UPSTREAM = web.RequestKey("upstream", str)
+# which routing rule chose the upstream: ns, host, prefix, default
+VIA = web.RequestKey("via", str)
+NAME = web.RequestKey("name", str)
+PRINCIPAL = web.RequestKey[str | None]("principal")
+TENANT = web.RequestKey[str | None]("tenant")
+EXCHANGE = web.RequestKey("exchange", Exchange)
+BYTES = web.RequestKey("bytes", int)  # body bytes relayed to the caller
+# (status, reason) when a body relay was cut short
+ABORTED = web.RequestKey[tuple[int, str]]("aborted")
+RELAY = web.RequestKey("relay", str)  # "passthrough" when the body went socket to socket

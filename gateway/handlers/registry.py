@@ -6,11 +6,15 @@ validates the name and reference, routes to an upstream, and relays what comes b
 
 from __future__ import annotations
 
-from aiohttp import web
+import contextlib
+import json
+
+from aiohttp import ClientResponse, web
 
 from ..access.gatekeeper import Decision
 from ..errors import (
     API_VERSION_HEADER,
+    Denied,
     DigestInvalid,
     PaginationInvalid,
     RegistryError,
@@ -36,6 +40,8 @@ from ..upstream.client import USER_AGENT, Exchange
 from ..upstream.headers import upstream_request_headers
 from ..upstream.relay import LinkContext, relay
 from ..upstream.routing import ApiPath, Target, parse_api_path
+
+_ERROR_BODY_LIMIT = 64 * 1024
 
 
 class TagInvalid(RegistryError):
@@ -120,6 +126,8 @@ async def _proxy(
         route=api.route,
         exchange=exchange,
     )
+    if response.status == 401:
+        raise await _refused_upstream(response, target.upstream)
     link = None
     if api.route in ("tags", "referrers"):
         link = LinkContext(upstream.url, target.name, api.name, ns)
@@ -129,3 +137,24 @@ async def _proxy(
         )
     finally:
         response.release()  # no-op after a full read; drops a half-read connection
+
+
+async def _refused_upstream(response: ClientResponse, upstream: str) -> Denied:
+    """The upstream still says 401 after the gateway authenticated as well as it can.
+
+    Relaying a 401 would tell the caller to authenticate to the gateway (and its challenge
+    names the upstream's realm, which is not the caller's business): it is a 403 for them.
+    The upstream's own error entries go into the detail (e.g. Docker Hub's "repository does
+    not exist or may require authorization").
+    """
+    try:
+        body = await response.content.read(_ERROR_BODY_LIMIT)
+    finally:
+        response.release()
+    errors = None
+    with contextlib.suppress(ValueError, UnicodeDecodeError):
+        parsed = json.loads(body)
+        if isinstance(parsed, dict) and isinstance(parsed.get("errors"), list):
+            errors = parsed["errors"][:5]
+    detail = {"upstream": upstream, "upstream_status": 401, "upstream_errors": errors}
+    return Denied("the upstream registry refused access to this repository", detail=detail)

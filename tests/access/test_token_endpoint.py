@@ -7,7 +7,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import jwt
-import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
@@ -21,7 +20,6 @@ SERVICE = "registry-gateway"
 RFC3339_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 # gateway.keys uses str request keys; aiohttp ≥ 3.14 warns once per key (and ignores the
 # warning itself outside pytest). Under filterwarnings=error that would be a 500 in-process.
-pytestmark = pytest.mark.filterwarnings("ignore::aiohttp.web_exceptions.NotAppKeyWarning")
 
 
 def access_of(token: str) -> list[dict[str, Any]]:

@@ -36,7 +36,6 @@ Start = Callable[..., Awaitable[Client]]
 SERVICE = "registry-gateway"
 MANIFEST_ACCEPT = "application/vnd.oci.image.manifest.v1+json"
 # See test_token_endpoint: str request keys warn once per key under aiohttp ≥ 3.14.
-pytestmark = pytest.mark.filterwarnings("ignore::aiohttp.web_exceptions.NotAppKeyWarning")
 
 
 def bearer_challenge(response: Any) -> dict[str, str]:

@@ -142,3 +142,23 @@ async def test_insane_request_id_is_replaced(
     assert answer.status == 200
     assert answer.headers["X-Request-ID"] != "x" * 200
     assert 0 < len(answer.headers["X-Request-ID"]) <= 128
+
+
+@pytest.mark.parametrize("credentials", ["none", "wrong"])
+async def test_upstream_refusal_is_403_denied_without_the_upstream_challenge(
+    credentials: str,
+    registry_htpasswd: Registry,
+    start_gateway: GatewayFactory,
+    http: aiohttp.ClientSession,
+) -> None:
+    """An upstream 401 the gateway cannot fix becomes 403 DENIED; its realm never leaks."""
+    extra = {} if credentials == "none" else {
+        "credentials": {"username": registry_htpasswd.username, "password": "not-the-password"}
+    }  # fmt: skip
+    gateway = start_gateway(registry_gateway_config(registry_htpasswd, **extra))
+    answer = await fetch(http, "GET", f"{gateway.url}/v2/any/thing/manifests/latest")
+    error = assert_oci_error(answer, 403, "DENIED")
+    assert "WWW-Authenticate" not in answer.headers
+    detail = error["detail"]
+    assert detail["upstream"] == registry_htpasswd.host and detail["upstream_status"] == 401
+    assert detail["upstream_errors"][0]["code"] == "UNAUTHORIZED"
