@@ -18,6 +18,7 @@ CLIENTS = CONFIG / "clients"
 
 UPSTREAM_KEYS = {"url", "redirects", "tls_verify", "ca_file", "token_realms", "credentials"}
 TOP_LEVEL_KEYS = {
+    "limits",
     "listen",
     "public_url",
     "tls",
@@ -95,6 +96,9 @@ def test_annotated_example_sets_every_top_level_and_upstream_key() -> None:
     assert set(config["metrics"]) == {"path", "listen"}
     assert set(config["timeouts"]) == {"connect", "read"}
     assert set(config["routing"]) == {"default", "hosts"}
+    assert set(config["limits"]) == {
+        "max_connections", "max_line_size", "max_field_size", "max_headers", "keepalive_timeout"
+    }  # fmt: skip
     assert config["vault"] is None and config["clients"] is None
 
 
