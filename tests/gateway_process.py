@@ -20,6 +20,9 @@ from tests.components.ports import free_port, wait_for_http
 from tests.components.process import ManagedProcess, Stoppable
 
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
 class GatewayProcess(Stoppable):
     """A running gateway: ``url``, ``host`` (host:port), ``log_lines()``, ``stop()``."""
 
@@ -50,6 +53,10 @@ class GatewayProcess(Stoppable):
         log_path = workdir / "gateway.log"
         process_env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_GATEWAY")}
         process_env.update(env or {})
+        # Run the checkout under test, whatever `pip install -e` last pointed site-packages at.
+        process_env["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(REPO_ROOT), process_env.get("PYTHONPATH", "")])
+        )
         process = ManagedProcess.spawn(
             "registry-gateway",
             [sys.executable, "-m", "gateway", "serve", "--config", str(config_path)],

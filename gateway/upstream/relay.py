@@ -66,14 +66,14 @@ async def relay(
     length = upstream.content_length
     if request.method == "HEAD" or upstream.status in (204, 304):
         request[BYTES] = 0
-        await response.prepare(request)
         upstream.release()
+        await response.prepare(request)
         return response
     if length is not None:
         response.content_length = length
-    await response.prepare(request)
     failure: tuple[int, str] | None = None
     try:
+        await response.prepare(request)
         sent = await _copy_body(request, response, upstream, length, read_timeout)
         if length is not None and sent != length:
             failure = (502, f"upstream body ended after {sent} of {length} bytes")

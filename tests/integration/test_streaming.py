@@ -313,3 +313,30 @@ async def test_caller_disconnect_log_counts_the_bytes_relayed(
     assert result.log_line["bytes"] >= result.received, (
         f"logged {result.log_line['bytes']} bytes, the caller received {result.received}"
     )
+
+
+async def test_caller_hanging_up_before_the_response_logs_no_error(
+    registry_open: Any, start_gateway: GatewayFactory
+) -> None:
+    """A caller that closes right after its request gets a quiet 499 line, never a traceback."""
+    from tests.components import images
+    from tests.integration.harness import registry_gateway_config
+
+    digest = images.push_blob(registry_open, "hangup/blob", b"x" * (8 * MIB))
+    gateway = start_gateway(registry_gateway_config(registry_open))
+    for _ in range(5):
+        reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+        writer.write(f"GET /v2/hangup/blob/blobs/{digest} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+    for _ in range(100):
+        done = [e for e in gateway.log_lines() if e.get("event") == "request_completed"]
+        if len(done) >= 6:  # five blob GETs plus the readiness probe at start-up
+            break
+        await asyncio.sleep(0.05)
+    blob_lines = [e for e in done if e.get("route") == "blob"]
+    assert len(blob_lines) == 5
+    assert all(e["status"] in (200, 499) for e in blob_lines), blob_lines
+    assert not [e for e in gateway.log_lines() if e.get("level") in ("error", "critical")]
+    assert "Traceback" not in gateway.log_text()
