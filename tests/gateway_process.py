@@ -19,7 +19,6 @@ import yaml
 from tests.components.ports import free_port, wait_for_http
 from tests.components.process import ManagedProcess, Stoppable
 
-
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 

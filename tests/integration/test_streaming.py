@@ -325,7 +325,7 @@ async def test_caller_hanging_up_before_the_response_logs_no_error(
     digest = images.push_blob(registry_open, "hangup/blob", b"x" * (8 * MIB))
     gateway = start_gateway(registry_gateway_config(registry_open))
     for _ in range(5):
-        reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+        _reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
         writer.write(f"GET /v2/hangup/blob/blobs/{digest} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         await writer.drain()
         writer.close()
