@@ -6,8 +6,12 @@ bench/README.md for what each measures and why it is measured that way.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import time
+
+import bcrypt
 
 from tests.components import client
 
@@ -245,4 +249,71 @@ def manifest_token(bench: Bench) -> Outcome:
             note=f"total {issued_after}: pushes, warm-up, direct",
         ),
     ]
+    return out
+
+
+@scenario("manifest-auth", "warm manifest GET latency: anonymous vs basic vs token callers")
+def manifest_auth(bench: Bench) -> Outcome:
+    """The cost of caller authentication: the same gateway config with clients none/basic/token.
+
+    The upstream is the open registry, so only the gateway's own work differs between rows.
+    One connection (wrk -t1 -c1) so the latency is per request, not queueing.
+    """
+    out = Outcome()
+    seconds = bench.sizes.wrk_seconds
+    registry = bench.open_registry()
+    repo, tag = "bench/auth", "latest"
+    push_small_image(bench, registry, repo, tag)
+    path = f"/v2/{repo}/manifests/{tag}"
+    accept = {"Accept": client.MANIFEST_ACCEPT}
+    user, password = "bench", "bench-password"
+    htpasswd = bench.workdir / "bench-htpasswd"
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=10)).decode()
+    htpasswd.write_text(f"{user}:{hashed}\n")
+    basic = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+    def clients(mode: str) -> dict[str, object]:
+        return {"auth": mode, "htpasswd": str(htpasswd), "token": {"ttl": 3600}}
+
+    anonymous = bench.start_gateway("gateway-anon", gateway_config(registry))
+    results: dict[str, WrkResult] = {}
+    for mode in ("none", "basic", "token"):
+        gateway = anonymous
+        headers = dict(accept)
+        if mode != "none":
+            gateway = bench.start_gateway(
+                f"gateway-{mode}", gateway_config(registry, clients=clients(mode))
+            )
+            headers["Authorization"] = basic
+        if mode == "token":
+            answer = client.send(
+                f"{gateway.url}/token?service=registry-gateway&scope=repository:{repo}:pull",
+                headers={"Authorization": basic},
+            )
+            out.check(answer.status == 200, f"token service: HTTP {answer.status}")
+            headers["Authorization"] = "Bearer " + json.loads(answer.body)["token"]
+        warm = client.send(gateway.url + path, headers=headers)  # pays bcrypt once for basic
+        out.check(warm.status == 200, f"warm-up GET ({mode}): HTTP {warm.status}")
+        results[mode] = run_wrk(
+            bench.workdir, gateway.url + path, headers, seconds=seconds, threads=1, connections=1
+        )
+        log(
+            f"  {mode:6} {results[mode].rate:8.0f} req/s, "
+            f"p50 {results[mode].latency_ms('p50'):.3f} ms"
+        )
+        out.check(results[mode].error_count == 0, f"wrk {mode}: errors {results[mode].errors}")
+        observe_gateway_log(out, gateway)
+    for mode in ("basic", "token"):
+        added = results[mode].latency_ms("p50") - results["none"].latency_ms("p50")
+        out.metrics += [
+            *wrk_metrics(f"{mode} vs anonymous (wrk -t1 -c1)", results["none"], results[mode]),
+            Metric(
+                f"{mode}: added p50 latency",
+                "ms",
+                None,
+                round(added, 3),
+                note="direct column = anonymous caller",
+            ),
+        ]
+    out.details.update({mode: result.as_json() for mode, result in results.items()})
     return out

@@ -53,8 +53,9 @@ class GatewayProcess(Stoppable):
         process_env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_GATEWAY")}
         process_env.update(env or {})
         # Run the checkout under test, whatever `pip install -e` last pointed site-packages at.
+        # An explicit PYTHONPATH (bench --gateway-ref) still comes first.
         process_env["PYTHONPATH"] = os.pathsep.join(
-            filter(None, [str(REPO_ROOT), process_env.get("PYTHONPATH", "")])
+            filter(None, [process_env.get("PYTHONPATH", ""), str(REPO_ROOT)])
         )
         process = ManagedProcess.spawn(
             "registry-gateway",
