@@ -340,3 +340,42 @@ async def test_caller_hanging_up_before_the_response_logs_no_error(
     assert all(e["status"] in (200, 499) for e in blob_lines), blob_lines
     assert not [e for e in gateway.log_lines() if e.get("level") in ("error", "critical")]
     assert "Traceback" not in gateway.log_text()
+
+
+@pytest.mark.parametrize("stage", ["registry", "token-realm"])
+async def test_upstream_silent_before_headers_is_504(
+    stage: str, aiohttp_server: ServerFactory, start_gateway: GatewayFactory
+) -> None:
+    """An upstream (or its token service) that never answers gets 504 UNAVAILABLE in time."""
+    hung = asyncio.Event()
+
+    async def silent(request: web.Request) -> web.Response:
+        await hung.wait()  # never set: the answer never comes
+        return web.Response()
+
+    async def challenge(request: web.Request) -> web.Response:
+        realm = f"{base_url(server)}/token"
+        return web.Response(status=401, headers={"WWW-Authenticate": f'Bearer realm="{realm}"'})
+
+    app = web.Application()
+    app.router.add_get("/token", silent)
+    app.router.add_get("/v2/{tail:.*}", silent if stage == "registry" else challenge)
+    server = await aiohttp_server(app)
+    key = authority(server)
+    gateway = start_gateway(
+        gateway_config(
+            {key: upstream(base_url(server))},
+            default=key,
+            timeouts={"connect": 1, "read": READ_TIMEOUT},
+        )
+    )
+    started = time.monotonic()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{gateway.url}/v2/team/app/manifests/latest") as response,
+    ):
+        body = await response.json()
+    assert response.status == 504
+    assert body["errors"][0]["code"] == "UNAVAILABLE"
+    assert time.monotonic() - started < READ_TIMEOUT + 4
+    hung.set()
