@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ..caching import Clock, CoalescingCache
+from ..health import Degraded
 from ..log import get_logger
 from ..metrics import Metrics
 from ..settings import UpstreamSettings, VaultCredentialsSpec, VaultSettings
@@ -78,8 +79,18 @@ class VaultCredentialStore:
         self._closed = False
 
     def problem(self) -> str | None:
-        """The readiness check: None while logged in and reachable, else a short reason."""
-        return self._session.problem
+        """The readiness check: None while logged in and reachable, else a short reason.
+
+        While Vault is in trouble but cached secrets can still serve (for up to max_stale),
+        the reason is a Degraded note: the gateway stays ready, the check says why.
+        """
+        problem = self._session.problem
+        if problem is None:
+            return None
+        elapsed = self._clock() - self._session.problem_since
+        if self._last_good and elapsed < self._settings.max_stale:
+            return Degraded(f"{problem}; serving cached secrets (for up to max_stale)")
+        return problem
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()

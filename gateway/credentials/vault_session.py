@@ -106,6 +106,7 @@ class VaultSession:
         self._lease: _Lease | None = None
         self._token_stamp: tuple[int, int] | None = None
         self._problem: str | None = "not logged in yet"
+        self.problem_since = clock()  # when the current problem began
         self.on_change: Callable[[], None] = lambda: None  # a login, or the problem changed
 
     # Read from the loop thread without the lock: each is one attribute load.
@@ -173,6 +174,8 @@ class VaultSession:
 
     def _set_problem(self, problem: str | None) -> None:
         if problem != self._problem:
+            if self._problem is None:
+                self.problem_since = self._clock()
             self._problem = problem
             self.on_change()
 
