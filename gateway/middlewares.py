@@ -87,7 +87,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             response = render_status(exc.status, _HTTP_CODES.get(exc.status, "UNKNOWN"),
                                      exc.reason)  # fmt: skip
             error = exc.reason
-        except (ConnectionResetError, BrokenPipeError) as exc:
+        except ConnectionError as exc:
             # The caller hung up (upstream failures arrive as RegistryError). Re-raising would
             # make aiohttp log a traceback; a response it cannot send is dropped quietly.
             status, error = 499, f"caller disconnected: {type(exc).__name__}"

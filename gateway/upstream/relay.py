@@ -77,8 +77,10 @@ async def relay(
         sent = await _copy_body(request, response, upstream, length, read_timeout)
         if length is not None and sent != length:
             failure = (502, f"upstream body ended after {sent} of {length} bytes")
-    except (ConnectionResetError, BrokenPipeError):
-        # The caller's side (aiohttp's ClientConnectionResetError is one of these too).
+    except ConnectionError:
+        # The caller's side: resets, broken pipes, aiohttp's ClientConnectionResetError and the
+        # plain ConnectionError("Connection lost") its drain raises. Upstream failures arrive
+        # as aiohttp client errors or BodyTruncated, never as a builtin ConnectionError.
         failure = (499, "caller disconnected")
     except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError,
             passthrough.BodyTruncated, passthrough.BodyStalled) as exc:  # fmt: skip
