@@ -22,10 +22,12 @@ import asyncio
 import contextlib
 import os
 import socket
+import struct
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 CHUNK_SIZE = 2 << 20
+_TICK = 0.2  # seconds a blocking upstream read waits before handing on what it has
 MIN_PASSTHROUGH_BYTES = 1 << 20
 
 
@@ -59,18 +61,32 @@ def _pump(
     """
     buffer = memoryview(bytearray(min(CHUNK_SIZE, length)))
     remaining = length
-    # A socket with a timeout keeps its descriptor non-blocking and waits in poll(2):
-    # the event loop's transports, which share the descriptions, are unaffected.
-    source.settimeout(idle)
+    # The caller's socket: a timeout keeps its descriptor non-blocking and waits in poll(2),
+    # so the event loop's transport, which shares the description, is unaffected.
     sink.settimeout(idle)
+    # The upstream socket is ours alone now (its transport is paused and is closed after):
+    # blocking reads fill the whole buffer in one call (MSG_WAITALL) on a fast upstream, and
+    # a short kernel timeout hands on whatever arrived, so a slow one is still relayed
+    # within a fraction of a second; idle time is counted across those ticks.
+    tick = min(idle, _TICK)
+    source.setblocking(True)
+    source.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+                      struct.pack("ll", int(tick), int((tick % 1) * 1e6)))  # fmt: skip
+    waited = 0.0
     try:
         while remaining:
             try:
-                count = source.recv_into(buffer[: min(remaining, len(buffer))])
-            except TimeoutError:
-                raise
+                count = source.recv_into(
+                    buffer[: min(remaining, len(buffer))], 0, socket.MSG_WAITALL
+                )
+            except BlockingIOError:  # a tick passed with nothing read
+                waited += tick
+                if waited >= idle:
+                    raise BodyStalled(f"no progress for {idle:g}s") from None
+                continue
             except OSError as exc:
                 raise BodyTruncated(f"upstream read failed: {exc.strerror or exc}") from exc
+            waited = 0.0
             if count == 0:
                 raise BodyTruncated(f"upstream closed after {length - remaining} of {length}")
             sink.sendall(buffer[:count])

@@ -9,6 +9,7 @@ must never look complete), and a caller that goes away must stop the upstream re
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -379,3 +380,35 @@ async def test_upstream_silent_before_headers_is_504(
     assert body["errors"][0]["code"] == "UNAVAILABLE"
     assert time.monotonic() - started < READ_TIMEOUT + 4
     hung.set()
+
+
+async def test_trickling_upstream_is_relayed_promptly_on_the_passthrough_path(
+    aiohttp_server: ServerFactory, start_gateway: GatewayFactory, http: aiohttp.ClientSession
+) -> None:
+    """A slow upstream's bytes reach the caller within a fraction of a second, not in bursts."""
+    total, piece, pause = 4 * MIB, 64 * KIB, 0.1
+
+    async def blob(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        response.content_length = total
+        await response.prepare(request)
+        data = body_bytes(total)
+        for offset in range(0, total, piece):
+            await response.write(data[offset : offset + piece])
+            await asyncio.sleep(pause)
+        return response
+
+    app = web.Application()
+    app.router.add_get("/v2/{name:.+}/blobs/{digest}", blob)
+    _server, gateway = await gateway_for(aiohttp_server, app, start_gateway)
+    arrivals: list[tuple[float, int]] = []
+    received = 0
+    async with http.get(f"{gateway.url}/v2/team/app/blobs/{BLOB_DIGEST}") as response:
+        assert response.status == 200
+        async for chunk in response.content.iter_any():
+            received += len(chunk)
+            arrivals.append((time.monotonic(), received))
+    assert received == total
+    # 64 pieces 0.1 s apart; the caller must see progress at least every ~0.5 s.
+    gaps = [later[0] - earlier[0] for earlier, later in itertools.pairwise(arrivals)]
+    assert max(gaps) < 0.5, max(gaps)
