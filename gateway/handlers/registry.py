@@ -16,6 +16,7 @@ from ..errors import (
     API_VERSION_HEADER,
     Denied,
     DigestInvalid,
+    NameUnknown,
     PaginationInvalid,
     RegistryError,
     Unsupported,
@@ -64,7 +65,13 @@ async def v2(request: web.Request) -> web.StreamResponse:
     if api.route in ("tags", "referrers") and request.method == "HEAD":
         raise Unsupported("HEAD is not defined for this endpoint", headers={"Allow": "GET"})
     ns = request.query.get("ns")
-    target = request.app[ROUTER_KEY].route(api.name, ns=ns, host=request.host)
+    try:
+        target = request.app[ROUTER_KEY].route(api.name, ns=ns, host=request.host)
+    except NameUnknown:
+        # Only a caller who may use /v2/ at all learns which upstreams are configured:
+        # an unauthenticated one gets the challenge first.
+        _admit(request, await request.app[ACCESS_KEY].check(request, None))
+        raise
     request[UPSTREAM] = target.upstream
     request[VIA] = target.via
     request[NAME] = target.name

@@ -374,3 +374,15 @@ async def test_user_without_tenant_is_denied_a_per_tenant_upstream(
     assert anonymous.status == 401
     alice = await get_manifest(client, path, Authorization=basic("alice", "alice-pw"))
     assert alice.status not in (401, 403)  # authorized; Vault on port 1 then fails it
+
+
+async def test_unknown_ns_is_only_revealed_after_authentication(gateway_client: Start) -> None:
+    """An unconfigured ns: 401 challenge without credentials, 404 NAME_UNKNOWN with them."""
+    client = await gateway_client()
+    anonymous = await get_manifest(client, "/v2/team-a/app/manifests/v1?ns=evil.example.com")
+    assert anonymous.status == 401
+    assert "scope" not in bearer_challenge(anonymous)
+    token = await token_for(client, "repository:team-a/app:pull", "alice")
+    known = await get_manifest(client, "/v2/team-a/app/manifests/v1?ns=evil.example.com", token)
+    assert known.status == 404
+    assert (await json_of(known))["errors"][0]["code"] == "NAME_UNKNOWN"
