@@ -177,3 +177,51 @@ def upload_location(registry: Registry, response: Response) -> str:
         raise ComponentError(f"upload response without Location: {response.status}")
     # distribution answers absolute URLs, but the spec allows relative ones.
     return urllib.parse.urljoin(registry.url + "/", location)
+
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+
+
+@dataclass(frozen=True)
+class PushedManifest:
+    """What ``push_oci_image`` stored: the manifest bytes and every digest."""
+
+    manifest: bytes
+    manifest_digest: str
+    config_digest: str
+    layer_digest: str
+
+
+def push_oci_image(
+    registry: Registry, repo: str, tag: str, *, config: bytes, layer: bytes
+) -> PushedManifest:
+    """Upload a config and one layer blob and PUT an OCI manifest naming them.
+
+    Quicker than building with umoci; the layer is not a real tar, so these images are for
+    the distribution API, not for unpacking.
+    """
+    config_digest = upload_blob(registry, repo, [config])
+    layer_digest = upload_blob(registry, repo, [layer])
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": len(config)},
+            "layers": [{"mediaType": OCI_LAYER, "digest": layer_digest, "size": len(layer)}],
+        }
+    ).encode()
+    expect(
+        send(
+            f"{registry.url}/v2/{repo}/manifests/{tag}",
+            method="PUT",
+            auth=authorization(registry, push_scope(repo)),
+            headers={"Content-Type": OCI_MANIFEST},
+            data=manifest,
+        ),
+        201,
+        f"PUT manifest {repo}:{tag}",
+    )
+    digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    return PushedManifest(manifest, digest, config_digest, layer_digest)

@@ -27,8 +27,6 @@ from tests.gateway_process import GatewayProcess
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 MANIFEST_TYPES = (DOCKER_MANIFEST, DOCKER_LIST, OCI_MANIFEST, OCI_INDEX)
@@ -134,35 +132,18 @@ class MarkerImage:
 
 
 def push_marker_image(registry: Registry, repo: str, tag: str, marker: str) -> MarkerImage:
-    """Upload config + layer blobs and PUT an OCI manifest; quicker than building with umoci.
-
-    The layer is not a real tar: these images are for the distribution API, not for unpacking.
-    """
+    """A one-layer image via client.push_oci_image (no umoci: not for unpacking)."""
     layer = f"layer of {marker}\n".encode() * 64
     config = json.dumps({"architecture": "amd64", "os": "linux", "marker": marker}).encode()
-    config_digest = client.upload_blob(registry, repo, [config])
-    layer_digest = client.upload_blob(registry, repo, [layer])
-    manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": len(config)},
-            "layers": [{"mediaType": OCI_LAYER, "digest": layer_digest, "size": len(layer)}],
-        }
-    ).encode()
-    client.expect(
-        client.send(
-            f"{registry.url}/v2/{repo}/manifests/{tag}",
-            method="PUT",
-            auth=client.authorization(registry, client.push_scope(repo)),
-            headers={"Content-Type": OCI_MANIFEST},
-            data=manifest,
-        ),
-        201,
-        f"PUT manifest {repo}:{tag}",
-    )
+    pushed = client.push_oci_image(registry, repo, tag, config=config, layer=layer)
     return MarkerImage(
-        repo, tag, sha256_digest(manifest), manifest, config_digest, layer_digest, layer
+        repo,
+        tag,
+        pushed.manifest_digest,
+        pushed.manifest,
+        pushed.config_digest,
+        pushed.layer_digest,
+        layer,
     )
 
 

@@ -17,7 +17,6 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.components import client
-from tests.components.images import push_blob
 from tests.components.registry import Registry
 from tests.gateway_process import GatewayProcess
 
@@ -41,39 +40,8 @@ def push_image(registry: Registry, repo: str, tag: str = "v1") -> TestImage:
     """Push a config blob, a random layer and an OCI manifest naming them."""
     layer = os.urandom(2048)
     config = json.dumps({"architecture": "amd64", "os": "linux", "repo": repo}).encode()
-    layer_digest = push_blob(registry, repo, layer)
-    config_digest = push_blob(registry, repo, config)
-    manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": {
-                "mediaType": "application/vnd.oci.image.config.v1+json",
-                "digest": config_digest,
-                "size": len(config),
-            },
-            "layers": [
-                {
-                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
-                    "digest": layer_digest,
-                    "size": len(layer),
-                }
-            ],
-        }
-    ).encode()
-    client.expect(
-        client.send(
-            f"{registry.url}/v2/{repo}/manifests/{tag}",
-            method="PUT",
-            auth=client.authorization(registry, client.push_scope(repo)),
-            headers={"Content-Type": OCI_MANIFEST},
-            data=manifest,
-        ),
-        201,
-        f"push manifest {repo}:{tag}",
-    )
-    digest = f"sha256:{hashlib.sha256(manifest).hexdigest()}"
-    return TestImage(repo, tag, digest, layer_digest, layer)
+    pushed = client.push_oci_image(registry, repo, tag, config=config, layer=layer)
+    return TestImage(repo, tag, pushed.manifest_digest, pushed.layer_digest, layer)
 
 
 def vault_upstream(registry: Registry, path: str, mount: str | None = None) -> dict[str, Any]:
