@@ -16,6 +16,7 @@ packages=(
   wrk               # HTTP load generator for bench/
   prometheus        # scrapes /metrics in bench/ and deployment checks
   curl              # manual and script-level probes
+  apache2-utils     # htpasswd: tests check the gateway reads every hash type it writes
   ca-certificates   # TLS trust store for https upstreams in tests that use one
   tar
   gzip
@@ -24,7 +25,7 @@ packages=(
 check_binaries() {
   # Fail here, not in the tests, if a binary the components need is absent.
   local binary
-  for binary in docker-registry skopeo containerd ctr runc umoci wrk prometheus curl; do
+  for binary in docker-registry skopeo containerd ctr runc umoci wrk prometheus curl htpasswd; do
     command -v "${binary}" >/dev/null || { echo "install-system: ${binary} missing" >&2; exit 1; }
   done
 }
