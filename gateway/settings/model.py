@@ -79,6 +79,7 @@ class UpstreamSettings:
     ca_file: Path | None = None
     token_realms: tuple[str, ...] = ()
     credentials: CredentialsSpec | None = None
+    probe_interval: float | None = None  # seconds between background probes; None: never
 
     @property
     def host(self) -> str:
