@@ -144,6 +144,8 @@ class VaultSettings:
     cache_ttl: float = 300.0
     max_stale: float = 3600.0
     timeout: float = 5.0
+    # Addition: seconds between the idle reachability checks (token lookup-self) behind /readyz.
+    check_interval: float = 10.0
 
 
 @dataclass(frozen=True)

@@ -233,3 +233,12 @@ def test_probe_interval_rejects_bad_values(value: Any, problem: str) -> None:
     """A probe more often than once a second, or not a number, is a config error."""
     data = {"upstreams": {"docker.io": {"url": "https://r.example", "probe_interval": value}}}
     assert problems(data) == [f"upstreams.docker.io.probe_interval: {problem}"]
+
+
+def test_vault_check_interval_defaults_to_10_and_has_a_floor() -> None:
+    """vault.check_interval: 10 s unless set; below 1 s is a config error."""
+    vault = {"url": "http://127.0.0.1:8200", "auth": {"method": "token"}}
+    data = {**BASE, "vault": vault}
+    assert parse(data, {"VAULT_TOKEN": "t"}).vault.check_interval == 10
+    data["vault"] = {**vault, "check_interval": 0.1}
+    assert problems(data, {"VAULT_TOKEN": "t"}) == ["vault.check_interval: must be at least 1"]
