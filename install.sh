@@ -58,12 +58,14 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -m pip --version >/dev/nu
     say "creating $venv without ensurepip (python3-venv is not installed); fetching pip from PyPI"
     python3 -m venv --without-pip "$venv"
     "$venv/bin/python" - <<'EOF'
-import json, os, sys, tempfile, urllib.request
+import json, os, sys, tempfile, urllib.parse, urllib.request
 
-index = json.load(urllib.request.urlopen("https://pypi.org/pypi/pip/json", timeout=60))
+api = "https://pypi.org/pypi/pip/json"
+index = json.load(urllib.request.urlopen(api, timeout=60))
 wheel = next(u for u in index["urls"] if u["filename"].endswith(".whl"))
 path = os.path.join(tempfile.mkdtemp(), wheel["filename"])
-urllib.request.urlretrieve(wheel["url"], path)
+# Mirrors and proxies may answer with relative file URLs.
+urllib.request.urlretrieve(urllib.parse.urljoin(api, wheel["url"]), path)
 sys.path.insert(0, path)  # a pip wheel runs from the zip to install itself
 from pip._internal.cli.main import main
 
