@@ -212,6 +212,10 @@ class Settings:
     clients: ClientsSettings = field(default_factory=ClientsSettings)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
     source: str = "<embedded default>"
+    # What the file left to a default that a user may not expect (check-config prints them).
+    notes: tuple[str, ...] = ()
+    # Structure-only checks: the env vars and files that were not looked at.
+    unchecked: tuple[str, ...] = ()
 
     def summary(self) -> str:
         """One line for ``check-config`` and the start-up log."""
