@@ -180,7 +180,7 @@ async def serve(settings: Settings) -> int:
         return 1
     log.info("gateway_started", version=__version__, summary=settings.summary())
     for note in settings.notes:
-        log.warning("config_note", note=note)
+        log.info("config_note", note=note)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
