@@ -45,16 +45,18 @@ else
 fi
 
 quiet_services() {
-  # Stop and disable what the packages set up; absent units and no running systemd
-  # (containers, chroots) are fine: there is nothing to stop then.
+  # Stop and disable what the packages set up. Absent units, and no systemd at all
+  # (containers, chroots), are fine: nothing to stop then. Root (sudo) only when a unit is
+  # actually enabled or running, so reruns by a user never ask for a password.
   command -v systemctl >/dev/null || return 0
   local service
   for service in "${services[@]}"; do
-    if ${sudo} systemctl cat "${service}.service" >/dev/null 2>&1 \
-      || [ -e "/lib/systemd/system/${service}.service" ]; then
+    # is-enabled reads the unit symlinks, so it also answers in a chroot without systemd.
+    if systemctl is-enabled --quiet "${service}.service" 2>/dev/null \
+      || systemctl is-active --quiet "${service}.service" 2>/dev/null; then
       ${sudo} systemctl stop "${service}.service" >/dev/null 2>&1 || true
       ${sudo} systemctl disable "${service}.service" >/dev/null 2>&1 || true
-      echo "install-system: ${service} service stopped and disabled (tests run their own)"
+      echo "install-system: ${service} service stopped and disabled (the tests run their own)"
     fi
   done
 }
