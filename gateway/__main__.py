@@ -1,4 +1,4 @@
-"""Command line: ``serve``, ``check-config`` and ``--version`` (CONTRACT.md)."""
+"""Command line: ``serve``, ``check-config``, ``probe`` and ``--version`` (CONTRACT.md)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,18 @@ import ssl
 import sys
 from collections.abc import Sequence
 
+import aiohttp
 from aiohttp import web
 
 from . import __version__, connections
 from .app import create_app
+from .credentials.store import UpstreamCredentialStore
+from .credentials.vault import VaultCredentialStore
 from .handlers import health
 from .keys import METRICS_KEY, READINESS_KEY
 from .log import configure_logging, get_logger
+from .metrics import Metrics
+from .probe import Prober
 from .settings import ConfigError, Settings, load_settings
 
 EXIT_CONFIG = 2
@@ -40,6 +45,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     check = commands.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("path", metavar="PATH")
+    check.add_argument(
+        "--structure-only",
+        action="store_true",
+        help="check keys, types and values but not the environment variables and files the "
+        "config names (for a laptop that lacks them); lists what it did not check",
+    )
+    probe = commands.add_parser(
+        "probe",
+        help="reach each upstream and log in with its credentials (as docker login would); "
+        "exit 1 if any fails",
+    )
+    probe.add_argument(
+        "--config",
+        metavar="PATH",
+        help="config file (default: $REGISTRY_GATEWAY_CONFIG, else the embedded default)",
+    )
     return parser
 
 
@@ -52,11 +73,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check-config":
         try:
-            settings = load_settings(args.path)
+            settings = load_settings(args.path, structure_only=args.structure_only)
         except ConfigError as exc:
             _print_problems(exc)
+            for skipped in exc.unchecked:
+                print(f"not checked: {skipped}")
             return EXIT_CONFIG
-        print(f"ok: {settings.summary()}")
+        if args.structure_only:
+            print(f"ok (structure only): {settings.summary()}")
+        else:
+            print(f"ok: {settings.summary()}")
+        for note in settings.notes:
+            print(f"note: {note}")
+        for skipped in settings.unchecked:
+            print(f"not checked: {skipped}")
         return 0
     if args.command == "serve":
         try:
@@ -69,8 +99,39 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(serve(settings))
         except KeyboardInterrupt:
             return 130
+    if args.command == "probe":
+        try:
+            settings = load_settings(args.config)
+        except ConfigError as exc:
+            _print_problems(exc)
+            return EXIT_CONFIG
+        configure_logging(settings.log.format, settings.log.level)
+        return asyncio.run(probe_once(settings))
     _parser().print_help(sys.stderr)
     return EXIT_CONFIG
+
+
+async def probe_once(settings: Settings) -> int:
+    """One probe of every upstream: a line each on stdout; 1 if any failed."""
+    metrics = Metrics()
+    vault = None
+    if settings.vault is not None:
+        vault = VaultCredentialStore(settings.vault, settings.upstreams, metrics)
+    store = UpstreamCredentialStore(settings.upstreams, vault=vault)
+    timeout = aiohttp.ClientTimeout(
+        total=None, sock_connect=settings.timeouts.connect, sock_read=settings.timeouts.read
+    )
+    try:
+        async with aiohttp.ClientSession(
+            timeout=timeout, auto_decompress=False, trust_env=False
+        ) as session:
+            results = await Prober(session, settings, store).probe_all()
+    finally:
+        if vault is not None:
+            await vault.close()
+    for result in results:
+        print(result.line(), flush=True)
+    return 0 if all(result.ok for result in results) else 1
 
 
 async def serve(settings: Settings) -> int:
@@ -118,6 +179,8 @@ async def serve(settings: Settings) -> int:
             await metrics_runner.cleanup()
         return 1
     log.info("gateway_started", version=__version__, summary=settings.summary())
+    for note in settings.notes:
+        log.info("config_note", note=note)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

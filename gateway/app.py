@@ -26,6 +26,7 @@ from .keys import (
 )
 from .metrics import Metrics
 from .middlewares import on_prepare, request_context
+from .probe import probe_loops
 from .routes import add_routes
 from .routing import Router
 from .settings import Settings
@@ -110,5 +111,6 @@ def create_app(
             await vault_store.close()
 
         app.cleanup_ctx.append(vault_lifecycle)
+    app.cleanup_ctx.append(probe_loops(settings, store))  # after the session it probes with
     add_routes(app, settings)
     return app

@@ -115,6 +115,10 @@ class _Refusal:
         self._timer.cancel()
 
 
+# A TLS record header: content type 22 (handshake), protocol major version 3 (RFC 8446 §5.1).
+_TLS_HANDSHAKE = b"\x16\x03"
+
+
 def _rejection(exc: BaseException | None) -> tuple[int, str]:
     """Status and reason for a request aiohttp's parser refused; never quotes the request."""
     if isinstance(exc, LineTooLong):
@@ -133,7 +137,7 @@ def _rejection(exc: BaseException | None) -> tuple[int, str]:
 class GatewayRequestHandler(web.RequestHandler):
     """aiohttp's connection protocol with the connection cap and envelope parse errors."""
 
-    __slots__ = ("_counted", "_limit", "_metrics", "_refusal")
+    __slots__ = ("_counted", "_limit", "_metrics", "_refusal", "_started", "_tls_hello")
 
     def __init__(
         self, manager: web.Server, *, limit: ConnectionLimit, metrics: Metrics, **kwargs: Any
@@ -143,6 +147,8 @@ class GatewayRequestHandler(web.RequestHandler):
         self._metrics = metrics
         self._counted = False
         self._refusal: _Refusal | None = None
+        self._started = False  # the connection's first bytes have arrived
+        self._tls_hello = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if not self._limit.acquire():
@@ -155,6 +161,9 @@ class GatewayRequestHandler(web.RequestHandler):
         if self._refusal is not None:
             self._refusal.feed(data)
             return
+        if not self._started:
+            self._started = True
+            self._tls_hello = data.startswith(_TLS_HANDSHAKE)
         super().data_received(data)
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -180,7 +189,14 @@ class GatewayRequestHandler(web.RequestHandler):
         request_id = uuid.uuid4().hex
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
-        log.warning("request_rejected", status=status, reason=reason, remote=request.remote)
+        if self._tls_hello:
+            # skopeo/containers-image and Docker try HTTPS first against an "insecure"
+            # registry; the plain 400 below is what makes them fall back to HTTP. Routine.
+            log.debug("tls_on_plain_http", status=status, remote=request.remote,
+                      reason="TLS ClientHello on the plain-HTTP port: a client probing for "
+                      "HTTPS before falling back to HTTP")  # fmt: skip
+        else:
+            log.warning("request_rejected", status=status, reason=reason, remote=request.remote)
         self._metrics.requests.labels("other", "other", str(status)).inc()
         response = render_status(status, "UNSUPPORTED", reason)
         response.headers[REQUEST_ID_HEADER] = request_id

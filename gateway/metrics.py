@@ -113,3 +113,9 @@ class Metrics:
             "Caller connections refused with 503 because limits.max_connections was reached.",
             registry=r,
         )
+        self.upstream_probe_success = Gauge(
+            "registry_gateway_upstream_probe_success",
+            "1 when the last probe reached the upstream and authenticated, else 0 "
+            "(upstreams with probe_interval only).",
+            ["upstream"], registry=r,
+        )  # fmt: skip

@@ -76,6 +76,7 @@ class VaultCredentialStore:
         self._deadline = 2 * settings.timeout + 1
         self._wake = asyncio.Event()
         self._lifecycle: asyncio.Task[None] | None = None
+        self._checker: asyncio.Task[None] | None = None
         self._closed = False
 
     def problem(self) -> str | None:
@@ -101,14 +102,16 @@ class VaultCredentialStore:
 
         self._session.on_change = woken
         self._lifecycle = asyncio.create_task(self._maintain_token(), name="vault-token-lifecycle")
+        self._checker = asyncio.create_task(self._check_reachable(), name="vault-check")
 
     async def close(self) -> None:
         self._closed = True
-        if self._lifecycle is not None:
-            self._lifecycle.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._lifecycle
-            self._lifecycle = None
+        for task in (self._lifecycle, self._checker):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._lifecycle = self._checker = None
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._session.close()
 
@@ -216,3 +219,17 @@ class VaultCredentialStore:
             except Exception:
                 log.exception("vault_lifecycle_failed")
                 failures += 1
+
+    async def _check_reachable(self) -> None:
+        """Every check_interval, ask Vault whether our token still works (lookup-self).
+
+        Without it an idle gateway would report Vault "ok" until a pull needed a read. A
+        failure sets the session's problem, which wakes the lifecycle to retry and turns the
+        readiness check degraded (cached secrets) or failing (none, or past max_stale).
+        """
+        while not self._closed:
+            await asyncio.sleep(self._settings.check_interval)
+            # hvac's own timeout (vault.timeout) ends a hung call before _run's deadline, so
+            # the check itself records "unreachable: timed out".
+            with contextlib.suppress(VaultUnavailable):
+                await self._run(self._session.check)

@@ -167,6 +167,25 @@ class VaultSession:
                 _log_failure("vault_renew_failed", exc)
                 self._login()
 
+    def check(self) -> None:
+        """Is Vault still there and our token still good? (token lookup-self; PROTOCOL §7)
+
+        Run on a schedule by the store, so /readyz notices an outage without any traffic.
+        Not a metered Vault operation: the metrics count login, renew and read only.
+        """
+        with self._lock:
+            if self._lease is None or self._problem is not None:
+                return  # the lifecycle is logging in or retrying: it owns the problem then
+            try:
+                self._client.auth.token.lookup_self()
+            except vault_errors.Forbidden as exc:
+                self._lease = None  # revoked or expired behind our back: log in again
+                self._set_problem("token no longer valid")
+                _log_failure("vault_check_failed", exc)
+            except Exception as exc:
+                self._set_problem(f"unreachable: {_reason(exc)}")
+                _log_failure("vault_check_failed", exc)
+
     def close(self) -> None:
         self._client.adapter.close()
 

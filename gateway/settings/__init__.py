@@ -93,8 +93,9 @@ CONFIG_ENV = "REGISTRY_GATEWAY_CONFIG"
 class ConfigError(Exception):
     """The config is unusable; ``problems`` holds one ``key.path: problem`` line each."""
 
-    def __init__(self, problems: list[str]) -> None:
+    def __init__(self, problems: list[str], unchecked: tuple[str, ...] = ()) -> None:
         self.problems = problems
+        self.unchecked = unchecked  # structure-only mode: env vars and files not looked at
         super().__init__("\n".join(problems))
 
 
@@ -105,11 +106,20 @@ _TOP_KEYS = {
 
 
 def parse_settings(
-    data: Any, *, environ: Mapping[str, str], base_dir: Path, source: str
+    data: Any,
+    *,
+    environ: Mapping[str, str],
+    base_dir: Path,
+    source: str,
+    structure_only: bool = False,
 ) -> Settings:
-    """Validate a parsed YAML document; raise ConfigError listing every problem."""
+    """Validate a parsed YAML document; raise ConfigError listing every problem.
+
+    ``structure_only`` checks everything but the environment variables and files the config
+    names (``Settings.unchecked`` lists them); such settings are for reporting, not serving.
+    """
     problems: list[str] = []
-    reader = Reader(problems, environ, base_dir)
+    reader = Reader(problems, environ, base_dir, structure_only=structure_only)
     if not isinstance(data, dict):
         raise ConfigError(["(top level): must be a mapping"])
     raw = reader.mapping(data, "", _TOP_KEYS)
@@ -170,16 +180,29 @@ def parse_settings(
         if upstream:
             upstreams[norm] = upstream
 
+    # Upstream keys as written, so a default naming a broken upstream is not reported twice.
+    named = {normalize_registry(k) for k in uraw if isinstance(k, str)}
+    notes: list[str] = []
     rraw = reader.mapping(raw.get("routing"), "routing", {"default", "hosts"})
-    default = rraw.get("default", DOCKER_HUB if DOCKER_HUB in upstreams else None)
+    if "default" not in rraw and DOCKER_HUB not in named:
+        notes.append(
+            "routing.default: not set and no docker.io upstream, so there is no default: "
+            "a name without an upstream prefix (and no ?ns= or routing.hosts match) gets "
+            "404 NAME_UNKNOWN"
+        )
+    default = rraw.get("default", DOCKER_HUB if DOCKER_HUB in named else None)
     if default is not None:
         if not isinstance(default, str):
             reader.fail("routing.default", "must be an upstream key or null")
             default = None
         else:
             default = normalize_registry(default)
-            if uraw and default not in upstreams and not _has_problem(problems, "upstreams."):
-                reader.fail("routing.default", f"{default!r} is not a configured upstream")
+            if default not in named:
+                configured = ", ".join(sorted(named)) or "none"
+                reader.fail(
+                    "routing.default",
+                    f"{default!r} is not a configured upstream (configured: {configured})",
+                )
     hosts: dict[str, str] = {}
     hraw = rraw.get("hosts") or {}
     if not isinstance(hraw, dict):
@@ -208,7 +231,7 @@ def parse_settings(
     limits = _parse_limits(raw.get("limits"), reader)
 
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(problems, tuple(reader.unchecked))
     assert listen is not None
     return Settings(
         upstreams=upstreams,
@@ -224,6 +247,8 @@ def parse_settings(
         clients=clients,
         limits=limits,
         source=source,
+        notes=tuple(notes),
+        unchecked=tuple(reader.unchecked),
     )
 
 
@@ -249,17 +274,17 @@ def _parse_limits(data: Any, reader: Reader) -> LimitsSettings:
     )
 
 
-def _has_problem(problems: list[str], prefix: str) -> bool:
-    return any(p.startswith(prefix) for p in problems)
-
-
 def load_settings(
     path: str | Path | None = None,
     environ: Mapping[str, str] | None = None,
     *,
     read_text: Callable[[Path], str] = lambda p: p.read_text(encoding="utf-8"),
+    structure_only: bool = False,
 ) -> Settings:
-    """``--config PATH``, else ``$REGISTRY_GATEWAY_CONFIG``, else the embedded default."""
+    """``--config PATH``, else ``$REGISTRY_GATEWAY_CONFIG``, else the embedded default.
+
+    Problems come in file order: sorted by the line of the key each one names.
+    """
     import os
 
     env = dict(os.environ) if environ is None else environ
@@ -281,4 +306,44 @@ def load_settings(
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ConfigError([f"(file) {source}: {where}: {problem}"]) from exc
-    return parse_settings(data, environ=env, base_dir=base_dir, source=source)
+    try:
+        return parse_settings(
+            data, environ=env, base_dir=base_dir, source=source, structure_only=structure_only
+        )
+    except ConfigError as exc:
+        raise ConfigError(in_file_order(exc.problems, key_lines(text)), exc.unchecked) from None
+
+
+def key_lines(text: str) -> dict[str, int]:
+    """Each mapping key's path (as problems name it, ``upstreams.gcr.io.url``) → its line."""
+    lines: dict[str, int] = {}
+
+    def walk(node: yaml.Node, path: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode):
+                    child = f"{path}.{key.value}" if path else str(key.value)
+                    lines.setdefault(child, key.start_mark.line + 1)
+                    walk(value, child)
+
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return lines
+    if root is not None:
+        walk(root, "")
+    return lines
+
+
+def in_file_order(problems: list[str], lines: Mapping[str, int]) -> list[str]:
+    """Problems sorted by the line of the longest key path they start with (stable)."""
+
+    def line_of(problem: str) -> int:
+        path = problem.split(": ", 1)[0]
+        while path:
+            if path in lines:
+                return lines[path]
+            path = path.rpartition(".")[0]
+        return 0
+
+    return sorted(problems, key=line_of)

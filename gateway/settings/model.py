@@ -79,6 +79,7 @@ class UpstreamSettings:
     ca_file: Path | None = None
     token_realms: tuple[str, ...] = ()
     credentials: CredentialsSpec | None = None
+    probe_interval: float | None = None  # seconds between background probes; None: never
 
     @property
     def host(self) -> str:
@@ -143,6 +144,8 @@ class VaultSettings:
     cache_ttl: float = 300.0
     max_stale: float = 3600.0
     timeout: float = 5.0
+    # Addition: seconds between the idle reachability checks (token lookup-self) behind /readyz.
+    check_interval: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -209,6 +212,10 @@ class Settings:
     clients: ClientsSettings = field(default_factory=ClientsSettings)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
     source: str = "<embedded default>"
+    # What the file left to a default that a user may not expect (check-config prints them).
+    notes: tuple[str, ...] = ()
+    # Structure-only checks: the env vars and files that were not looked at.
+    unchecked: tuple[str, ...] = ()
 
     def summary(self) -> str:
         """One line for ``check-config`` and the start-up log."""

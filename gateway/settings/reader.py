@@ -9,8 +9,9 @@ an http(s) URL) report through it too.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +19,30 @@ from yarl import URL
 
 from ..secret import Secret
 
+# Stands in for an environment variable's value in structure-only mode; never used to serve.
+UNCHECKED = Secret("(not checked)")
+
 
 class Reader:
-    """Walks a mapping with a key path, collecting problems instead of raising at the first."""
+    """Walks a mapping with a key path, collecting problems instead of raising at the first.
 
-    def __init__(self, problems: list[str], environ: Mapping[str, str], base_dir: Path) -> None:
+    With ``structure_only`` it checks shapes and values but neither reads environment
+    variables nor looks for files; ``unchecked`` lists what it skipped, for the user.
+    """
+
+    def __init__(
+        self,
+        problems: list[str],
+        environ: Mapping[str, str],
+        base_dir: Path,
+        *,
+        structure_only: bool = False,
+    ) -> None:
         self.problems = problems
         self.environ = environ
         self.base_dir = base_dir
+        self.structure_only = structure_only
+        self.unchecked: list[str] = []
 
     def fail(self, path: str, problem: str) -> None:
         self.problems.append(f"{path}: {problem}")
@@ -40,7 +57,7 @@ class Reader:
             if not isinstance(key, str):
                 self.fail(path, f"key {key!r} must be a string")
             elif key not in allowed:
-                self.fail(join_key(path, key), "unknown key")
+                self.fail(join_key(path, key), unknown_key(key, allowed))
         return {k: v for k, v in data.items() if isinstance(k, str) and k in allowed}
 
     def string(self, data: Mapping[str, Any], key: str, path: str, default: Any = None) -> Any:
@@ -101,7 +118,9 @@ class Reader:
 
     def existing_file(self, data: Mapping[str, Any], key: str, path: str) -> Path | None:
         resolved = self.path_value(data, key, path)
-        if resolved is not None and not resolved.is_file():
+        if resolved is not None and self.structure_only:
+            self.unchecked.append(f"file {resolved} ({join_key(path, key)})")
+        elif resolved is not None and not resolved.is_file():
             self.fail(join_key(path, key), f"file not found: {resolved}")
         return resolved
 
@@ -109,6 +128,9 @@ class Reader:
         name = self.string(data, key, path)
         if name is None:
             return None
+        if self.structure_only:
+            self.unchecked.append(f"environment variable {name} ({join_key(path, key)})")
+            return UNCHECKED
         value = self.environ.get(name)
         if not value:
             self.fail(join_key(path, key), f"environment variable {name} is not set")
@@ -127,6 +149,12 @@ class Reader:
 
 def join_key(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
+
+
+def unknown_key(key: str, allowed: Iterable[str]) -> str:
+    """``unknown key``, with the closest allowed key when one is close enough to be a typo."""
+    close = difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.6)
+    return f"unknown key (did you mean {close[0]!r}?)" if close else "unknown key"
 
 
 def parse_listen(value: Any, path: str, reader: Reader) -> tuple[str, int] | None:

@@ -105,7 +105,10 @@ def _parse_credentials(data: Any, path: str, reader: Reader) -> CredentialsSpec 
     return VaultCredentialsSpec(secret_path.strip("/"), reader.string(vault, "mount", vpath))
 
 
-_UPSTREAM_KEYS = {"url", "redirects", "tls_verify", "ca_file", "token_realms", "credentials"}
+_UPSTREAM_KEYS = {
+    "url", "redirects", "tls_verify", "ca_file", "token_realms", "credentials", "probe_interval",
+}  # fmt: skip
+MIN_PROBE_INTERVAL = 1.0  # seconds; a probe is a /v2/ round trip and maybe a token fetch
 
 
 def parse_upstream(key: str, data: Any, path: str, reader: Reader) -> UpstreamSettings | None:
@@ -122,6 +125,11 @@ def parse_upstream(key: str, data: Any, path: str, reader: Reader) -> UpstreamSe
         if "/" in realm or not realm:
             reader.fail(join_key(path, "token_realms"), f'{realm!r} must be "host" or "host:port"')
     credentials = _parse_credentials(raw.get("credentials"), join_key(path, "credentials"), reader)
+    probe_interval = None
+    if raw.get("probe_interval") is not None:
+        probe_interval = float(
+            reader.number(raw, "probe_interval", path, 60.0, minimum=MIN_PROBE_INTERVAL)
+        )
     if url is None:
         return None
     return UpstreamSettings(
@@ -132,4 +140,5 @@ def parse_upstream(key: str, data: Any, path: str, reader: Reader) -> UpstreamSe
         ca_file=ca_file,
         token_realms=tuple(r.lower() for r in realms),
         credentials=credentials,
+        probe_interval=probe_interval,
     )

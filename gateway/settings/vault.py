@@ -25,7 +25,7 @@ def parse_vault(data: Any, reader: Reader) -> VaultSettings | None:
         path,
         {
             "url", "namespace", "tls_verify", "ca_file", "kv_mount", "kv_version",
-            "cache_ttl", "max_stale", "timeout", "auth",
+            "cache_ttl", "max_stale", "timeout", "check_interval", "auth",
         },
     )  # fmt: skip
     url = parse_http_url(raw.get("url"), "vault.url", reader)
@@ -44,6 +44,7 @@ def parse_vault(data: Any, reader: Reader) -> VaultSettings | None:
         cache_ttl=reader.number(raw, "cache_ttl", path, 300.0),
         max_stale=reader.number(raw, "max_stale", path, 3600.0),
         timeout=reader.number(raw, "timeout", path, 5.0, minimum=0.1),
+        check_interval=reader.number(raw, "check_interval", path, 10.0, minimum=1),
     )
     return settings if url and auth else None
 

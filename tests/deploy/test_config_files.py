@@ -16,7 +16,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG = REPO_ROOT / "config"
 CLIENTS = CONFIG / "clients"
 
-UPSTREAM_KEYS = {"url", "redirects", "tls_verify", "ca_file", "token_realms", "credentials"}
+UPSTREAM_KEYS = {"url", "redirects", "tls_verify", "ca_file", "token_realms", "credentials",
+                 "probe_interval"}  # fmt: skip
 TOP_LEVEL_KEYS = {
     "limits",
     "listen",

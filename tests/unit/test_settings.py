@@ -217,3 +217,28 @@ def test_vault_credentials_parse_with_vault_section() -> None:
     assert isinstance(spec, VaultCredentialsSpec) and spec.path == "registries/gcr"
     data["upstreams"]["gcr.io"]["credentials"]["vault"]["path"] = "registries/{tenant}/gcr"
     assert any("uses {tenant}" in p for p in problems(data, {"VAULT_TOKEN": "t"}))
+
+
+def test_probe_interval_parses_and_defaults_to_none() -> None:
+    """probe_interval is seconds per upstream; left out, the upstream is never probed."""
+    data = {"upstreams": {"docker.io": {"url": "https://r.example", "probe_interval": 30}}}
+    assert parse(data).upstreams["docker.io"].probe_interval == 30.0
+    assert parse(BASE).upstreams["docker.io"].probe_interval is None
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"), [(0.5, "must be at least 1"), ("often", "must be a number")]
+)
+def test_probe_interval_rejects_bad_values(value: Any, problem: str) -> None:
+    """A probe more often than once a second, or not a number, is a config error."""
+    data = {"upstreams": {"docker.io": {"url": "https://r.example", "probe_interval": value}}}
+    assert problems(data) == [f"upstreams.docker.io.probe_interval: {problem}"]
+
+
+def test_vault_check_interval_defaults_to_10_and_has_a_floor() -> None:
+    """vault.check_interval: 10 s unless set; below 1 s is a config error."""
+    vault = {"url": "http://127.0.0.1:8200", "auth": {"method": "token"}}
+    data = {**BASE, "vault": vault}
+    assert parse(data, {"VAULT_TOKEN": "t"}).vault.check_interval == 10
+    data["vault"] = {**vault, "check_interval": 0.1}
+    assert problems(data, {"VAULT_TOKEN": "t"}) == ["vault.check_interval: must be at least 1"]
