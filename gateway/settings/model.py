@@ -79,6 +79,7 @@ class UpstreamSettings:
     ca_file: Path | None = None
     token_realms: tuple[str, ...] = ()
     credentials: CredentialsSpec | None = None
+    push: bool = False  # relay the push API here (callers still need the push action)
 
     @property
     def host(self) -> str:
@@ -192,6 +193,8 @@ class LimitsSettings:
     max_field_size: int = 8190
     max_headers: int = 128
     keepalive_timeout: float = 75.0
+    max_manifest_size: int = 4 << 20  # pushed manifests larger than this: 413
+    upload_session_ttl: float = 3600.0  # seconds an upload id stays valid
 
 
 @dataclass(frozen=True)
