@@ -159,8 +159,9 @@ async def test_a_put_without_a_valid_digest_is_digest_invalid(gateway: Client) -
 async def test_mount_from_a_readable_repository_and_fallback_to_a_session(
     gateway: Client, registry_open: Registry
 ) -> None:
-    """end-11: a mount from a repository the caller may pull is 201; from one it may not read
-    (team-b) the gateway does not ask, and the caller gets an upload session (202)."""
+    """end-11: a mount from a repository the caller may pull is 201; one the upstream declines
+    is an upload session (202); from a repository the caller may not read (team-b) the gateway
+    does not even ask, and the caller gets an upload session too."""
     source, name = unique(), unique()
     auth = await bearer(
         gateway, "alice", f"repository:{PUSH}/{source}:pull,push",
@@ -173,6 +174,13 @@ async def test_mount_from_a_readable_repository_and_fallback_to_a_session(
     assert mounted.status == 201
     assert mounted.headers["Location"] == f"/v2/{PUSH}/{name}/blobs/{digest}"
     assert upstream_has_blob(registry_open, name, digest)
+    # The upstream declines a mount of a blob the source does not hold: an upload session.
+    absent = sha256(b"never pushed " + name.encode())
+    declined_upstream = await gateway.post(
+        f"/v2/{PUSH}/{name}/blobs/uploads/?mount={absent}&from={PUSH}/{source}", headers=auth
+    )
+    assert declined_upstream.status == 202
+    assert declined_upstream.headers["Location"].startswith(f"/v2/{PUSH}/{name}/blobs/uploads/")
 
     foreign = "team-b/secret-" + name.rsplit("/", 1)[1]
     secret = random_bytes(1000)
