@@ -14,6 +14,7 @@ import json
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Literal
+from urllib.parse import quote
 
 import aiohttp
 import structlog
@@ -121,8 +122,11 @@ async def to_upstream(
         )  # fmt: skip
     except UpstreamError:
         if isinstance(data, CallerBody) and data.failed is not None:
-            # The caller hung up mid-body; the upstream request was abandoned, not ended.
-            raise ConnectionResetError("caller disconnected mid-upload") from data.failed
+            # The caller hung up or went silent mid-body; the upstream request was abandoned,
+            # not ended. A silent caller's connection is closed: its body will never end.
+            if isinstance(data.failed, TimeoutError) and request.transport is not None:
+                request.transport.abort()
+            raise ConnectionResetError("caller gone mid-upload") from data.failed
         raise
     return response
 
@@ -158,7 +162,7 @@ async def answer_write(
     headers = write_response_headers(response.headers)
     location = response.headers.get("Location")
     ns = request.query.get("ns")
-    suffix = f"?ns={ns}" if ns is not None else ""
+    suffix = f"?ns={quote(ns, safe=':')}" if ns is not None else ""
     base = f"/v2/{target.caller_name}"
     if 200 <= status < 300 and created == "upload" and location:
         upstream_url = request.app[SETTINGS_KEY].upstreams[target.upstream].url

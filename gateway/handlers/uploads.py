@@ -35,7 +35,8 @@ def _caller_body(request: web.Request, target: Target) -> CallerBody | None:
     if not request.body_exists:
         return None
     counter = request.app[METRICS_KEY].upload_bytes.labels(target.upstream)
-    return CallerBody(request.content, counter)
+    idle = request.app[SETTINGS_KEY].timeouts.read
+    return CallerBody(request.content, counter, idle_timeout=idle)
 
 
 async def _mount_source(request: web.Request, target: Target, source_name: str) -> Target | None:

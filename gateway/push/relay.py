@@ -2,13 +2,15 @@
 
 ``CallerBody`` hands the caller's request body to the upstream client chunk by chunk: aiohttp
 reads the next chunk only after the previous one was written upstream, so at most a few
-buffers are held whatever the blob size. If the caller's side fails (a hang-up, a short body),
-the iterator raises instead of ending: aiohttp then abandons the upstream request without its
-last chunk, and the upstream discards what it got instead of committing it.
+buffers are held whatever the blob size. If the caller's side fails (a hang-up, a short body,
+silence past ``timeouts.read``), the iterator raises instead of ending: aiohttp then abandons
+the upstream request without its last chunk, and the upstream discards what it got instead of
+committing it.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,9 +22,10 @@ from ..errors import ManifestTooLarge
 class CallerBody:
     """The caller's body as an async iterable, counted into ``upload_bytes`` as it goes."""
 
-    def __init__(self, content: StreamReader, counter: Any) -> None:
+    def __init__(self, content: StreamReader, counter: Any, *, idle_timeout: float) -> None:
         self._content = content
         self._counter = counter  # registry_gateway_upload_bytes_total{upstream}
+        self._idle_timeout = idle_timeout  # a caller silent this long mid-body has gone
         self.total = 0
         self.failed: BaseException | None = None  # why the caller's side ended early
 
@@ -31,7 +34,11 @@ class CallerBody:
 
     async def _chunks(self) -> AsyncIterator[bytes]:
         try:
-            async for chunk in self._content.iter_any():
+            while True:
+                async with asyncio.timeout(self._idle_timeout):
+                    chunk = await self._content.readany()
+                if not chunk:
+                    return
                 self.total += len(chunk)
                 self._counter.inc(len(chunk))
                 yield chunk
