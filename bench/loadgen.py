@@ -237,3 +237,30 @@ def tool_version(argv: list[str]) -> str:
         return "?"
     text = (result.stdout or result.stderr).strip()
     return text.splitlines()[0] if text else "?"
+
+
+UPLOAD_FORMAT = "%{http_code} %{size_upload} %{speed_upload} %{time_total}"
+
+
+def curl_upload(
+    url: str, path: Path, max_seconds: float, *, watch_pid: int | None = None
+) -> tuple[Download, int]:
+    """One streamed ``PUT`` of the file at ``path`` (curl -T); VmRSS of ``watch_pid`` sampled."""
+    argv = [
+        require("curl"),
+        *("-s", "-o", "/dev/null", "--noproxy", "*", "-T", str(path)),
+        *("-H", "Content-Type: application/octet-stream"),
+        *("--max-time", f"{max_seconds:g}", "-w", UPLOAD_FORMAT),
+        url,
+    ]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    rss_max = 0
+    deadline = time.monotonic() + max_seconds + 10
+    while process.poll() is None and time.monotonic() < deadline:
+        if watch_pid is not None:
+            rss_max = max(rss_max, memory(watch_pid).get("VmRSS", 0))
+        time.sleep(SAMPLE_INTERVAL)
+    if process.poll() is None:
+        process.kill()
+    output, _ = process.communicate(timeout=10)
+    return parse_curl(output), rss_max

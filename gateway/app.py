@@ -17,6 +17,7 @@ from .keys import (
     ACCESS_KEY,
     METRICS_KEY,
     PASSTHROUGH_KEY,
+    PUSH_KEY,
     READINESS_KEY,
     ROUTER_KEY,
     SESSION_KEY,
@@ -27,6 +28,7 @@ from .keys import (
 from .metrics import Metrics
 from .middlewares import on_prepare, request_context
 from .probe import probe_loops
+from .push.service import PushService
 from .routes import add_routes
 from .routing import Router
 from .settings import Settings
@@ -65,6 +67,7 @@ def create_app(
         settings, metrics=app[METRICS_KEY], router=app[ROUTER_KEY]
     )
     app.cleanup_ctx.append(app[ACCESS_KEY].watch_users)
+    app[PUSH_KEY] = PushService.from_settings(settings)
     app[READINESS_KEY] = Readiness()
     vault = None
     if credentials is None and settings.vault is not None:

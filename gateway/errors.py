@@ -14,6 +14,8 @@
     ├── Denied                        DENIED 403
     ├── TooManyRequests               TOOMANYREQUESTS 429 (carries Retry-After)
     ├── PaginationInvalid             PAGINATION_NUMBER_INVALID 400
+    ├── BlobUploadUnknown             BLOB_UPLOAD_UNKNOWN 404 (push: an upload id not ours to use)
+    ├── ManifestTooLarge              SIZE_INVALID 413 (push: limits.max_manifest_size)
     └── UpstreamError                 UNAVAILABLE
         ├── UpstreamUnreachable       502
         ├── UpstreamTimeout           504
@@ -100,6 +102,14 @@ class PaginationInvalid(RegistryError):
         400,
         "invalid number of results requested",
     )
+
+
+class BlobUploadUnknown(RegistryError):
+    code, status, default_message = "BLOB_UPLOAD_UNKNOWN", 404, "blob upload unknown to registry"
+
+
+class ManifestTooLarge(RegistryError):
+    code, status, default_message = "SIZE_INVALID", 413, "manifest too large"
 
 
 class UpstreamError(RegistryError):

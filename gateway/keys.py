@@ -8,6 +8,7 @@ from aiohttp import web
 from .access.gatekeeper import Gatekeeper
 from .health import Readiness
 from .metrics import Metrics, SentBytes
+from .push.service import PushService
 from .routing import Router
 from .settings import Settings
 from .upstream.client import Exchange, UpstreamClient
@@ -24,6 +25,7 @@ UPSTREAM_KEY = web.AppKey("upstream", UpstreamClient)
 READINESS_KEY = web.AppKey("readiness", Readiness)
 PASSTHROUGH_KEY = web.AppKey("passthrough", Passthrough)
 ACCESS_KEY = web.AppKey("access", Gatekeeper)
+PUSH_KEY = web.AppKey("push", PushService)  # upload sessions and write hooks (push/)
 
 # Per-request values (request[...]): set by handlers, read by the request middleware.
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -98,6 +98,10 @@ class Metrics:
             "Pulls left in the upstream's rate-limit window (ratelimit-remaining).",
             ["upstream"], registry=r,
         )  # fmt: skip
+        self.upload_bytes = Counter(
+            "registry_gateway_upload_bytes_total", "Pushed body bytes relayed to upstreams.",
+            ["upstream"], registry=r,
+        )  # fmt: skip
         # Additions beyond CONTRACT.md, for operating the gateway: readiness as a number and
         # the listener's connection cap (limits.max_connections).
         self.ready = Gauge(

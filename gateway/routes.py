@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .handlers import base, blobs, health, manifests, referrers, tags, token
+from .handlers import base, blobs, health, manifests, referrers, tags, token, uploads, writes
 from .settings import Settings
 
 NAME = "{name:.+}"
@@ -21,13 +21,21 @@ SEGMENT = "[^/]+"
 
 def add_routes(app: web.Application, settings: Settings) -> None:
     router = app.router
-    # Any method: the handlers answer push and delete with 405 UNSUPPORTED (pull-only).
+    # Any method: pull handlers answer methods they do not serve with 405 UNSUPPORTED.
     router.add_route("*", "/v2", base.base)
     router.add_route("*", "/v2/", base.base, name="base")  # end-1
-    router.add_route("*", f"/v2/{NAME}/manifests/{{reference:{SEGMENT}}}",
-                     manifests.manifest, name="manifest")  # end-3  # fmt: skip
-    router.add_route("*", f"/v2/{NAME}/blobs/{{digest:{SEGMENT}}}",
-                     blobs.blob, name="blob")  # end-2  # fmt: skip
+    # The push API (end-4a..end-14): method-specific routes first, the pull handler after.
+    router.add_route("POST", f"/v2/{NAME}/blobs/uploads/", uploads.start)  # end-4a/4b/11
+    router.add_route("*", f"/v2/{NAME}/blobs/uploads/{{upload:{SEGMENT}}}",
+                     uploads.session)  # end-5, end-6, end-13, end-14  # fmt: skip
+    manifest = router.add_resource(f"/v2/{NAME}/manifests/{{reference:{SEGMENT}}}",
+                                   name="manifest")  # fmt: skip
+    manifest.add_route("PUT", writes.put_manifest)  # end-7
+    manifest.add_route("DELETE", writes.delete_manifest)  # end-9
+    manifest.add_route("*", manifests.manifest)  # end-3
+    blob = router.add_resource(f"/v2/{NAME}/blobs/{{digest:{SEGMENT}}}", name="blob")
+    blob.add_route("DELETE", writes.delete_blob)  # end-10
+    blob.add_route("*", blobs.blob)  # end-2
     router.add_route("*", f"/v2/{NAME}/tags/list", tags.tags, name="tags")  # end-8a, end-8b
     router.add_route("*", f"/v2/{NAME}/referrers/{{digest:{SEGMENT}}}",
                      referrers.referrers, name="referrers")  # end-12a, end-12b  # fmt: skip

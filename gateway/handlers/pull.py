@@ -44,10 +44,10 @@ PULL_METHODS = ("GET", "HEAD")
 
 
 def pull_only(request: web.Request) -> None:
-    """Refuse push (uploads, manifest PUT) and delete before the path is looked at further."""
+    """Refuse methods a pull endpoint lacks (writes have their own routes, handlers/push.py)."""
     if request.method not in PULL_METHODS:
         raise Unsupported(
-            f"{request.method} is not supported: the gateway is pull-only",
+            f"{request.method} is not supported on this endpoint",
             headers={"Allow": "GET, HEAD"},
         )
 

@@ -52,6 +52,7 @@ from .model import (
     normalize_registry,
 )
 from .reader import Reader, parse_http_url, parse_listen
+from .sizes import parse_byte_size
 from .upstreams import is_registry_key, parse_upstream
 from .vault import K8S_TOKEN_FILE, parse_vault
 
@@ -256,8 +257,9 @@ def _parse_limits(data: Any, reader: Reader) -> LimitsSettings:
     raw = reader.mapping(
         data,
         "limits",
-        {"max_connections", "max_line_size", "max_field_size", "max_headers", "keepalive_timeout"},
-    )
+        {"max_connections", "max_line_size", "max_field_size", "max_headers", "keepalive_timeout",
+         "max_manifest_size", "upload_session_ttl"},
+    )  # fmt: skip
     return LimitsSettings(
         max_connections=reader.number(
             raw, "max_connections", "limits", 1024, minimum=1, integer=True
@@ -271,6 +273,10 @@ def _parse_limits(data: Any, reader: Reader) -> LimitsSettings:
         max_headers=reader.number(raw, "max_headers", "limits", 128, minimum=8, integer=True),
         # Also how long a connection may stay silent before its first request: never 0.
         keepalive_timeout=reader.number(raw, "keepalive_timeout", "limits", 75.0, minimum=1),
+        max_manifest_size=parse_byte_size(
+            raw, "max_manifest_size", "limits", 4 << 20, reader, minimum=1024
+        ),
+        upload_session_ttl=reader.number(raw, "upload_session_ttl", "limits", 3600.0, minimum=1),
     )
 
 

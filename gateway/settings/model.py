@@ -80,6 +80,7 @@ class UpstreamSettings:
     token_realms: tuple[str, ...] = ()
     credentials: CredentialsSpec | None = None
     probe_interval: float | None = None  # seconds between background probes; None: never
+    push: bool = False  # relay the push API here (callers still need the push action)
 
     @property
     def host(self) -> str:
@@ -195,6 +196,8 @@ class LimitsSettings:
     max_field_size: int = 8190
     max_headers: int = 128
     keepalive_timeout: float = 75.0
+    max_manifest_size: int = 4 << 20  # pushed manifests larger than this: 413
+    upload_session_ttl: float = 3600.0  # seconds an upload id stays valid
 
 
 @dataclass(frozen=True)

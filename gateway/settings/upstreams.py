@@ -107,6 +107,7 @@ def _parse_credentials(data: Any, path: str, reader: Reader) -> CredentialsSpec 
 
 _UPSTREAM_KEYS = {
     "url", "redirects", "tls_verify", "ca_file", "token_realms", "credentials", "probe_interval",
+    "push",
 }  # fmt: skip
 MIN_PROBE_INTERVAL = 1.0  # seconds; a probe is a /v2/ round trip and maybe a token fetch
 
@@ -130,6 +131,7 @@ def parse_upstream(key: str, data: Any, path: str, reader: Reader) -> UpstreamSe
         probe_interval = float(
             reader.number(raw, "probe_interval", path, 60.0, minimum=MIN_PROBE_INTERVAL)
         )
+    push = reader.boolean(raw, "push", path, False)
     if url is None:
         return None
     return UpstreamSettings(
@@ -141,4 +143,5 @@ def parse_upstream(key: str, data: Any, path: str, reader: Reader) -> UpstreamSe
         token_realms=tuple(r.lower() for r in realms),
         credentials=credentials,
         probe_interval=probe_interval,
+        push=push,
     )

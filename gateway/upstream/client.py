@@ -12,7 +12,7 @@ import contextlib
 import json
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +44,9 @@ USER_AGENT = f"registry-gateway/{__version__}"
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 5
 TOKEN_BODY_LIMIT = 1 << 20
+
+# A request body: bytes can be sent again (after a 401, a redirect); a stream only once.
+Body = bytes | AsyncIterable[bytes] | None
 
 
 @dataclass
@@ -87,8 +90,13 @@ class UpstreamClient:
         tenant: str | None,
         route: str,
         exchange: Exchange,
+        data: Body = None,
     ) -> aiohttp.ClientResponse:
-        """Send one logical request; the response is open and must be released by the caller."""
+        """Send one logical request; the response is open and must be released by the caller.
+
+        A streamed ``data`` goes once: a 401 or redirect answering it is returned as it is
+        (the push relay authenticates before streaming, see gateway.push.relay).
+        """
         url = URL(f"{upstream.url}{path}")
         if query:
             url = url.with_query(query)
@@ -96,7 +104,7 @@ class UpstreamClient:
         auth_error: UpstreamAuthFailed | None = None
         try:
             response = await self._authorized(
-                upstream, method, url, headers, scopes, tenant, credentials, route, exchange
+                upstream, method, url, headers, scopes, tenant, credentials, route, exchange, data
             )
             refused = response.status in (401, 403)
         except UpstreamAuthFailed as exc:
@@ -108,6 +116,7 @@ class UpstreamClient:
         if (
             refused
             and credentials is not None
+            and _replayable(data)
             and await self._credentials.rejected(upstream.key, tenant)
         ):
             exchange.retried = True
@@ -117,12 +126,12 @@ class UpstreamClient:
             log.info("credentials_refused_rereading", upstream=upstream.key)
             fresh = await self._get_credentials(upstream, tenant)
             response = await self._authorized(
-                upstream, method, url, headers, scopes, tenant, fresh, route, exchange
+                upstream, method, url, headers, scopes, tenant, fresh, route, exchange, data
             )
         elif auth_error is not None:
             raise auth_error
         assert response is not None
-        if upstream.redirects == "follow":
+        if upstream.redirects == "follow" and _replayable(data):
             response = await self._follow(upstream, method, response, headers, route, exchange)
         return response
 
@@ -148,11 +157,12 @@ class UpstreamClient:
         credentials: UpstreamCredentials | None,
         route: str,
         exchange: Exchange,
+        data: Body = None,
     ) -> aiohttp.ClientResponse:
         exchange.credentials = credentials.identity if credentials else None
         auth, key = await self._preemptive(upstream, credentials, scopes, tenant, exchange)
-        response = await self._request(upstream, method, url, headers, auth, route)
-        if response.status != 401:
+        response = await self._request(upstream, method, url, headers, auth, route, data=data)
+        if response.status != 401 or not _replayable(data):
             return response
         challenge = find_challenge(response.headers.getall("WWW-Authenticate", []), "bearer")
         basic = find_challenge(response.headers.getall("WWW-Authenticate", []), "basic")
@@ -178,14 +188,14 @@ class UpstreamClient:
                 upstream, challenge, wanted, tenant, credentials, exchange
             )
             return await self._request(
-                upstream, method, url, headers, f"Bearer {token.reveal()}", route
+                upstream, method, url, headers, f"Bearer {token.reveal()}", route, data=data
             )
         if basic is not None and credentials and credentials.is_basic and auth is None:
             self._tokens.remember_challenge(upstream.key, basic)
             exchange.auth = "basic"
             response.release()
             return await self._request(
-                upstream, method, url, headers, credentials.basic_header(), route
+                upstream, method, url, headers, credentials.basic_header(), route, data=data
             )
         return response
 
@@ -319,6 +329,7 @@ class UpstreamClient:
         route: str,
         *,
         ssl_context: ssl.SSLContext | bool | None = None,
+        data: Body = None,
     ) -> aiohttp.ClientResponse:
         sent = CIMultiDict(headers)
         if authorization:
@@ -331,6 +342,7 @@ class UpstreamClient:
                 headers=sent,
                 allow_redirects=False,
                 ssl=self._ssl[upstream.key] if ssl_context is None else ssl_context,
+                data=data,
             )
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             self._metrics.upstream_requests.labels(upstream.key, route, "timeout").inc()
@@ -395,6 +407,10 @@ class UpstreamClient:
                 ssl_context=None if same_origin else True,
             )
         return response
+
+
+def _replayable(data: Body) -> bool:
+    return data is None or isinstance(data, bytes)
 
 
 def _ssl_for(upstream: UpstreamSettings) -> ssl.SSLContext | bool:

@@ -16,8 +16,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG = REPO_ROOT / "config"
 CLIENTS = CONFIG / "clients"
 
-UPSTREAM_KEYS = {"url", "redirects", "tls_verify", "ca_file", "token_realms", "credentials",
-                 "probe_interval"}  # fmt: skip
+UPSTREAM_KEYS = {
+    "url", "redirects", "tls_verify", "ca_file", "token_realms", "credentials", "probe_interval",
+    "push",
+}  # fmt: skip
 TOP_LEVEL_KEYS = {
     "limits",
     "listen",
@@ -98,7 +100,8 @@ def test_annotated_example_sets_every_top_level_and_upstream_key() -> None:
     assert set(config["timeouts"]) == {"connect", "read"}
     assert set(config["routing"]) == {"default", "hosts"}
     assert set(config["limits"]) == {
-        "max_connections", "max_line_size", "max_field_size", "max_headers", "keepalive_timeout"
+        "max_connections", "max_line_size", "max_field_size", "max_headers", "keepalive_timeout",
+        "max_manifest_size", "upload_session_ttl",
     }  # fmt: skip
     assert config["vault"] is None and config["clients"] is None
 

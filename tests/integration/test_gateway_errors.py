@@ -51,7 +51,7 @@ def gateway(
 async def test_push_and_delete_endpoints_answer_405_unsupported(
     method: str, path: str, gateway: GatewayProcess, http: aiohttp.ClientSession
 ) -> None:
-    """Every push/delete endpoint of the spec answers 405 UNSUPPORTED: the gateway is pull-only."""
+    """Every push/delete endpoint answers 405 UNSUPPORTED for an upstream without push: true."""
     answer = await fetch(http, method, f"{gateway.url}{path}", data=b"{}")
 
     assert_oci_error(answer, 405, "UNSUPPORTED")

@@ -6,7 +6,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from gateway.handlers import base
+from gateway.handlers import base, blobs, manifests, uploads, writes
 from gateway.routes import add_routes
 from gateway.settings import load_settings
 
@@ -42,11 +42,9 @@ async def test_endpoint_name_and_argument(path: str, route: str, parts: dict[str
     assert await resolve(table(), path) == (route, parts)
 
 
-@pytest.mark.parametrize(
-    "path", ["/v2/a/blobs/uploads/123", "/v2/a", "/v2/a/tags/list/", "/v2/_catalog"]
-)
+@pytest.mark.parametrize("path", ["/v2/a", "/v2/a/tags/list/", "/v2/_catalog"])
 async def test_other_v2_paths_reach_the_envelope_handler(path: str) -> None:
-    """Upload paths, junk and the catalog fall to the handler answering with an OCI error."""
+    """Junk and the catalog fall to the handler answering with an OCI error."""
     app = table()
     match = await app.router.resolve(make_mocked_request("GET", path, app=app))
     assert match.handler is base.unknown
@@ -57,3 +55,28 @@ async def test_routes_reverse_into_paths() -> None:
     app = table()
     url = app.router["manifest"].url_for(name="docker.io/library/alpine", reference="3.20")
     assert str(url) == "/v2/docker.io/library/alpine/manifests/3.20"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "handler", "parts"),
+    [
+        ("POST", "/v2/a/b/blobs/uploads/", uploads.start, {"name": "a/b"}),
+        ("PATCH", "/v2/a/blobs/uploads/AQid", uploads.session, {"name": "a", "upload": "AQid"}),
+        ("GET", "/v2/a/blobs/uploads/AQid", uploads.session, {"name": "a", "upload": "AQid"}),
+        ("PUT", "/v2/x/manifests/manifests/v1", writes.put_manifest,
+         {"name": "x/manifests", "reference": "v1"}),
+        ("DELETE", "/v2/a/manifests/v1", writes.delete_manifest, {"name": "a", "reference": "v1"}),
+        ("DELETE", "/v2/a/blobs/sha256:abc", writes.delete_blob,
+         {"name": "a", "digest": "sha256:abc"}),
+        ("GET", "/v2/a/manifests/v1", manifests.manifest, {"name": "a", "reference": "v1"}),
+        ("GET", "/v2/a/blobs/sha256:abc", blobs.blob, {"name": "a", "digest": "sha256:abc"}),
+    ],
+)  # fmt: skip
+async def test_push_endpoints_by_method(
+    method: str, path: str, handler: object, parts: dict[str, str]
+) -> None:
+    """The push API (end-4a..end-14) reaches its handlers; GET and HEAD still reach pulls."""
+    app = table()
+    match = await app.router.resolve(make_mocked_request(method, path, app=app))
+    assert match.handler is handler
+    assert {k: v for k, v in match.items() if k != "tail"} == parts
