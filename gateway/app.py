@@ -93,10 +93,12 @@ def create_app(
         app[UPSTREAM_KEY] = UpstreamClient(
             session, settings, store, app[TOKENS_KEY], app[METRICS_KEY]
         )
-        app[PASSTHROUGH_KEY] = Passthrough()
+        pump = Passthrough() if settings.streaming.passthrough else None
+        app[PASSTHROUGH_KEY] = pump
         yield
         await session.close()
-        app[PASSTHROUGH_KEY].close()
+        if pump is not None:
+            pump.close()
 
     app.cleanup_ctx.append(upstream_session)
 

@@ -22,7 +22,8 @@ TOKENS_KEY = web.AppKey("tokens", TokenCache)
 SESSION_KEY = web.AppKey("session", aiohttp.ClientSession)
 UPSTREAM_KEY = web.AppKey("upstream", UpstreamClient)
 READINESS_KEY = web.AppKey("readiness", Readiness)
-PASSTHROUGH_KEY = web.AppKey("passthrough", Passthrough)
+# None when streaming.passthrough is off: every body goes through aiohttp's streaming loop.
+PASSTHROUGH_KEY = web.AppKey[Passthrough | None]("passthrough")
 ACCESS_KEY = web.AppKey("access", Gatekeeper)
 
 # Per-request values (request[...]): set by handlers, read by the request middleware.

@@ -195,6 +195,13 @@ class LimitsSettings:
 
 
 @dataclass(frozen=True)
+class StreamingSettings:
+    """How bodies are relayed: ``passthrough`` lets large plain-TCP bodies go socket to socket."""
+
+    passthrough: bool = True
+
+
+@dataclass(frozen=True)
 class Settings:
     upstreams: Mapping[str, UpstreamSettings]
     listen: tuple[str, int] = ("0.0.0.0", 5000)  # noqa: S104 - a mirror listens on all interfaces
@@ -208,6 +215,7 @@ class Settings:
     vault: VaultSettings | None = None
     clients: ClientsSettings = field(default_factory=ClientsSettings)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
+    streaming: StreamingSettings = field(default_factory=StreamingSettings)
     source: str = "<embedded default>"
 
     def summary(self) -> str:

@@ -30,6 +30,7 @@ TOP_LEVEL_KEYS = {
     "upstreams",
     "vault",
     "clients",
+    "streaming",
 }
 # Keys that only appear in comments of the annotated example (optional sections and the
 # alternative credential forms), as CONTRACT.md lists them.
@@ -99,6 +100,7 @@ def test_annotated_example_sets_every_top_level_and_upstream_key() -> None:
     assert set(config["limits"]) == {
         "max_connections", "max_line_size", "max_field_size", "max_headers", "keepalive_timeout"
     }  # fmt: skip
+    assert set(config["streaming"]) == {"passthrough"}
     assert config["vault"] is None and config["clients"] is None
 
 
