@@ -36,6 +36,7 @@ from .harness import (
 from .loadgen import (
     WrkResult,
     child_pids,
+    cpu_seconds,
     curl_download,
     curl_parallel,
     memory,
@@ -359,9 +360,13 @@ def manifest_peers(bench: Bench) -> Outcome:
         out.check(digest == manifest_digest, f"{side} manifest {digest} != {manifest_digest}")
     tokens_before = upstream_tokens(gateway)
     results: dict[str, dict[str, WrkResult]] = {}
+    cpu_us: dict[str, dict[str, float]] = {}
+    relay_pids = {"nginx": nginx.process.pid, "gateway": gateway.process.pid}
     for method in ("GET", "HEAD"):
-        results[method] = {}
+        results[method], cpu_us[method] = {}, {}
         for side, (url, headers) in sides.items():
+            pid = relay_pids.get(side)
+            cpu_before = cpu_seconds(pid) if pid else 0.0
             if method == "GET":
                 result = run_wrk(bench.workdir, url, headers, seconds=seconds, threads=1,
                                  connections=4)  # fmt: skip
@@ -372,6 +377,8 @@ def manifest_peers(bench: Bench) -> Outcome:
             out.check(result.error_count == 0, f"{method} {side}: errors {result.errors}")
             out.check(result.requests > 0, f"{method} {side}: no request completed")
             results[method][side] = result
+            if pid and result.requests:
+                cpu_us[method][side] = (cpu_seconds(pid) - cpu_before) / result.requests * 1e6
     tokens_after = upstream_tokens(gateway)
     fetched = tokens_after["fetched"] - tokens_before["fetched"]
     out.check(fetched == 0, f"gateway fetched {fetched:g} upstream tokens during the warm runs")
@@ -399,6 +406,7 @@ def manifest_peers(bench: Bench) -> Outcome:
     out.details.update(
         wrk={"threads": 1, "connections": 4, "seconds": seconds},
         runs={m: {side: r.as_json() for side, r in by.items()} for m, by in results.items()},
+        relay_cpu_us_per_request=cpu_us,
         upstream_tokens_before=tokens_before,
         upstream_tokens_after=tokens_after,
     )
