@@ -10,7 +10,8 @@ from .health import Readiness
 from .metrics import Metrics, SentBytes
 from .routing import Router
 from .settings import Settings
-from .upstream.client import Exchange, UpstreamClient
+from .upstream.auth import Exchange
+from .upstream.client import UpstreamClient
 from .upstream.passthrough import Passthrough
 from .upstream.relay import Relayed
 from .upstream.tokens import TokenCache

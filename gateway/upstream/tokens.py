@@ -110,6 +110,21 @@ class TokenCache:
     def wants_basic(self, upstream: str) -> bool:
         return upstream in self._basic
 
+    def peek(self, key: TokenKey) -> Secret | None:
+        """The cached token for ``key``, if fresh; never loads."""
+        return self.tokens.peek(key)
+
+    def invalidate_if_current(self, key: TokenKey, refused: Secret) -> bool:
+        """Forget ``refused`` if it is still the cached token for ``key``.
+
+        A concurrent request may already have replaced it with a fresh one: that one stays.
+        """
+        current = self.tokens.peek(key)
+        if current is None or current != refused:  # Secret equality is constant-time
+            return False
+        self.tokens.invalidate(key)
+        return True
+
     def drop_upstream(self, upstream: str, tenant: str | None) -> int:
         """Forget every token fetched for ``upstream`` (and tenant): credentials changed."""
         return self.tokens.invalidate_where(lambda k: k.upstream == upstream and k.tenant == tenant)
