@@ -7,7 +7,7 @@ Request flow::
            ──► handlers.manifests / blobs / tags / referrers, through handlers.pull:
                ──► routing (ns → Host → path prefix → default; never a caller-named host)
                ──► access (who is calling, may they pull this name)
-               ──► upstream.client (credentials, token flow, redirects)
+               ──► upstream.client (drives upstream.auth: credentials, token flow, redirects)
                ──► upstream.relay (header policy, streaming with backpressure)  ──► caller
 
 Each step returns a value (a target, an open upstream response, a relay outcome); only the

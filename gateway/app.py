@@ -26,7 +26,7 @@ from .keys import (
 )
 from .metrics import Metrics
 from .middlewares import on_prepare, request_context
-from .routes import add_routes
+from .routes import add_admin_routes, add_routes
 from .routing import Router
 from .settings import Settings
 from .upstream.client import UpstreamClient
@@ -114,3 +114,18 @@ def create_app(
         app.cleanup_ctx.append(vault_lifecycle)
     add_routes(app, settings)
     return app
+
+
+def create_admin_app(app: web.Application, settings: Settings) -> web.Application | None:
+    """The admin listener's app (metrics, health) when ``metrics.listen`` is set, else None.
+
+    It keeps answering while the main listener drains, so a scraper and a readiness probe
+    pointed here see the drain (/readyz 503) instead of a refused port.
+    """
+    if settings.metrics.listen is None:
+        return None
+    admin = web.Application()
+    admin[METRICS_KEY] = app[METRICS_KEY]
+    admin[READINESS_KEY] = app[READINESS_KEY]
+    add_admin_routes(admin, settings)
+    return admin
