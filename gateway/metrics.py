@@ -1,4 +1,4 @@
-"""Prometheus metrics on the app's own registry; names and labels from CONTRACT.md.
+"""Prometheus metrics on the app's own registry; names and labels as README "Metrics" lists them.
 
 No label ever holds a repository, tag, digest, user or secret.
 """
@@ -125,7 +125,7 @@ class Metrics:
             "Pulls left in the upstream's rate-limit window (ratelimit-remaining).",
             ["upstream"], registry=r,
         ))  # fmt: skip
-        # Additions beyond CONTRACT.md, for operating the gateway: readiness as a number and
+        # Additions for operating the gateway: readiness as a number and
         # the listener's connection cap (limits.max_connections).
         self.ready = Gauge(
             "registry_gateway_ready",
