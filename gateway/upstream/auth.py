@@ -33,6 +33,7 @@ Decisions (distribution auth/token.md; RFC 6750 for Bearer, RFC 7617 for Basic):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -228,12 +229,12 @@ def token_request(
     """Which token to ask for, from where, and whether our credentials may go along."""
     upstream = request.upstream
     assert challenge.realm is not None
-    realm = URL(challenge.realm)
-    if realm.scheme not in ("http", "https") or not realm.host:
+    realm, valid, allowed_realm = _realm(challenge.realm, upstream.url, upstream.token_realms)
+    if not valid:
         raise UpstreamAuthFailed(detail={"upstream": upstream.key, "reason": "bad realm"})
     basic = credentials is not None and credentials.is_basic
     # SECURITY: credentials only go to the upstream's own domain or a listed token realm.
-    allowed = basic and credentials_allowed(realm, upstream.url, upstream.token_realms)
+    allowed = basic and allowed_realm
     key = token_key(
         upstream.key, request.tenant, challenge, list(scopes), credentials, authenticated=allowed
     )
@@ -245,6 +246,15 @@ def token_request(
         credentials if allowed else None,
         realm_refused=basic and not allowed,
     )
+
+
+@functools.lru_cache(maxsize=256)  # realms are per upstream: few, and asked on every request
+def _realm(realm: str, upstream_url: URL, token_realms: tuple[str, ...]) -> tuple[URL, bool, bool]:
+    """The realm URL, whether it is an http(s) URL, and whether credentials may go there."""
+    url = URL(realm)
+    if url.scheme not in ("http", "https") or not url.host:
+        return url, False, False
+    return url, True, credentials_allowed(url, upstream_url, token_realms)
 
 
 def _follow(request: UpstreamRequest, reply: Reply, exchange: Exchange) -> Flow:

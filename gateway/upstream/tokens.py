@@ -6,6 +6,7 @@ little before they expire; N concurrent requests that need one token cause one f
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -82,8 +83,13 @@ def token_key(
         challenge.realm or "",
         challenge.service or "",
         " ".join(sorted(scopes)),
-        credentials.identity if (credentials and authenticated) else "anonymous",
+        _identity(credentials) if (credentials and authenticated) else "anonymous",
     )
+
+
+@functools.lru_cache(maxsize=256)  # the same few credentials on every request: hash them once
+def _identity(credentials: UpstreamCredentials) -> str:
+    return credentials.identity
 
 
 class TokenCache:
