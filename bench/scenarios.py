@@ -402,6 +402,13 @@ def manifest_peers(bench: Bench) -> Outcome:
                 via.latency_ms("p50"),
                 note="direct column = nginx proxy_pass",
             ),
+            Metric(
+                f"{label} relay CPU per request",
+                "us",
+                cpu_us[method].get("nginx"),
+                cpu_us[method].get("gateway"),
+                note="direct column = nginx; user+sys of the relay process",
+            ),
         ]
     out.details.update(
         wrk={"threads": 1, "connections": 4, "seconds": seconds},
