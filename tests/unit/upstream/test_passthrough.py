@@ -14,7 +14,7 @@ import hashlib
 import os
 import socket
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import aiohttp
 import pytest
@@ -71,9 +71,9 @@ def receive(sock: socket.socket, limit: int, into: bytearray) -> None:
 
 
 @pytest.fixture
-def pump() -> AsyncIterator[passthrough.Passthrough]:
+def pump() -> Iterator[passthrough.Passthrough]:
     pump = passthrough.Passthrough(max_streams=4)
-    yield pump  # type: ignore[misc]
+    yield pump
     pump.close()
 
 
