@@ -20,6 +20,7 @@ packages=(
   runc              # named explicitly: containerd's runtime, and a clear failure if missing
   umoci             # builds OCI image layouts for test images
   wrk               # HTTP load generator for bench/
+  nginx-light       # bench/: nginx proxy_pass relaying the same registry, the peer the gateway is held to
   prometheus        # scrapes /metrics in bench/ and deployment checks
   curl              # manual and script-level probes
   apache2-utils     # htpasswd: tests check the gateway reads every hash type it writes

@@ -27,6 +27,8 @@ from tests.components import images
 from tests.components.registry import AuthMode, Registry
 from tests.gateway_process import GatewayProcess
 
+from .nginx import Nginx
+
 MiB = 1 << 20
 GiB = 1 << 30
 CHUNK = MiB
@@ -131,6 +133,12 @@ class Bench:
         registry = Registry.start(self.workdir / name, auth)
         self._scenario.callback(registry.stop)
         return registry
+
+    def start_nginx(self, name: str, registry: Registry) -> Nginx:
+        """nginx proxy_pass relaying to ``registry``, for this scenario only."""
+        nginx = Nginx.start(self.workdir / name, registry.host)
+        self._scenario.callback(nginx.stop)
+        return nginx
 
     def start_gateway(self, name: str, config: Mapping[str, Any]) -> GatewayProcess:
         """A fresh gateway for this scenario: its memory and counters are the scenario's."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import re
 import shutil
 import subprocess
 import time
@@ -264,3 +266,69 @@ def curl_upload(
         process.kill()
     output, _ = process.communicate(timeout=10)
     return parse_curl(output), rss_max
+def run_ab_head(
+    url: str, headers: Mapping[str, str], *, seconds: int, connections: int = 4
+) -> WrkResult:
+    """HEAD load with ``ab -k -i`` (keep-alive): wrk waits for a body after a HEAD and stalls.
+
+    Latency percentiles from ab are whole milliseconds, coarser than wrk's.
+    """
+    argv = [
+        require("ab"),
+        *("-k", "-i", "-q", "-c", str(connections), "-t", str(seconds), "-n", "10000000"),
+        *("-s", "5"),
+    ]
+    for name, value in headers.items():
+        argv += ["-H", f"{name}: {value}"]
+    argv.append(url)
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30, check=False)
+    text = result.stdout
+
+    def number(pattern: str) -> float:
+        found = re.search(pattern, text, re.MULTILINE)
+        if found is None:
+            raise RuntimeError(
+                f"ab exited {result.returncode} without {pattern!r}: {result.stderr}"
+            )
+        return float(found.group(1))
+
+    requests = int(number(r"^Complete requests:\s+(\d+)"))
+    percentiles = {
+        key: number(rf"^\s+{pct}%\s+(\d+)") * 1000
+        for key, pct in (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))
+    }
+    non_2xx = re.search(r"^Non-2xx responses:\s+(\d+)", text, re.MULTILINE)
+    return WrkResult(
+        requests=requests,
+        seconds=number(r"^Time taken for tests:\s+([\d.]+)"),
+        bytes=0,
+        errors={
+            "connect": 0,
+            "read": int(number(r"^Failed requests:\s+(\d+)")),
+            "write": 0,
+            "status": int(non_2xx.group(1)) if non_2xx else 0,
+            "timeout": 0,
+        },
+        latency_us={
+            "mean": number(r"^Time per request:\s+([\d.]+) \[ms\] \(mean\)") * 1000,
+            **percentiles,
+        },
+    )
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its direct children (nginx's workers), from /proc.
+
+    CPU per request stays comparable on a busy shared machine, where request rates swing with
+    whatever else runs.
+    """
+    pids = [pid]
+    with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            pids += [int(child) for child in (task / "children").read_text().split()]
+    ticks = 0
+    for each in pids:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")

@@ -39,10 +39,12 @@ from .harness import (
 from .loadgen import (
     WrkResult,
     child_pids,
+    cpu_seconds,
     curl_download,
     curl_parallel,
     curl_upload,
     memory,
+    run_ab_head,
     run_wrk,
 )
 
@@ -408,4 +410,97 @@ def manifest_auth(bench: Bench) -> Outcome:
             ),
         ]
     out.details.update({mode: result.as_json() for mode, result in results.items()})
+    return out
+
+
+@scenario("manifest-peers", "manifest GET and HEAD/s (wrk -c4, warm token): direct, nginx, gateway")
+def manifest_peers(bench: Bench) -> Outcome:
+    """The gateway's request path against the registry alone and against nginx proxy_pass.
+
+    Token-mode registry, warm token everywhere: direct and nginx carry a token the bench fetched
+    (nginx passes it through), the gateway uses the upstream token it cached on the warm-up.
+    The three runs of each method go back to back, so drift on a shared box hits all three.
+    """
+    out = Outcome()
+    seconds = bench.sizes.wrk_seconds
+    registry = bench.start_registry("registry-peers", "token")
+    repo, tag = "bench/peers", "latest"
+    manifest_digest = push_small_image(bench, registry, repo, tag)
+    credentials = {"username": registry.username, "password": registry.password}
+    gateway = bench.start_gateway("gateway-peers", gateway_config(registry, credentials))
+    nginx = bench.start_nginx("nginx-peers", registry)
+    path = f"/v2/{repo}/manifests/{tag}"
+    accept = {"Accept": client.MANIFEST_ACCEPT}
+    token = client.fetch_token(registry, client.pull_scope(repo))
+    with_token = {**accept, "Authorization": f"Bearer {token}"}
+    sides = {
+        "direct": (registry.url + path, with_token),
+        "nginx": (nginx.url + path, with_token),
+        "gateway": (gateway.url + path, accept),
+    }
+    for side, (url, headers) in sides.items():  # warm-up; the gateway caches its token here
+        warm = client.send(url, headers=headers)
+        digest = f"sha256:{hashlib.sha256(warm.body).hexdigest()}"
+        out.check(warm.status == 200, f"warm-up manifest GET via {side}: HTTP {warm.status}")
+        out.check(digest == manifest_digest, f"{side} manifest {digest} != {manifest_digest}")
+    tokens_before = upstream_tokens(gateway)
+    results: dict[str, dict[str, WrkResult]] = {}
+    cpu_us: dict[str, dict[str, float]] = {}
+    relay_pids = {"nginx": nginx.process.pid, "gateway": gateway.process.pid}
+    for method in ("GET", "HEAD"):
+        results[method], cpu_us[method] = {}, {}
+        for side, (url, headers) in sides.items():
+            pid = relay_pids.get(side)
+            cpu_before = cpu_seconds(pid) if pid else 0.0
+            if method == "GET":
+                result = run_wrk(bench.workdir, url, headers, seconds=seconds, threads=1,
+                                 connections=4)  # fmt: skip
+            else:
+                result = run_ab_head(url, headers, seconds=seconds, connections=4)
+            log(f"  {method:4} {side:7} {result.rate:8.0f} req/s, "
+                f"p50 {result.latency_ms('p50'):.2f} ms")  # fmt: skip
+            out.check(result.error_count == 0, f"{method} {side}: errors {result.errors}")
+            out.check(result.requests > 0, f"{method} {side}: no request completed")
+            results[method][side] = result
+            if pid and result.requests:
+                cpu_us[method][side] = (cpu_seconds(pid) - cpu_before) / result.requests * 1e6
+    tokens_after = upstream_tokens(gateway)
+    fetched = tokens_after["fetched"] - tokens_before["fetched"]
+    out.check(fetched == 0, f"gateway fetched {fetched:g} upstream tokens during the warm runs")
+    for method, by_side in results.items():
+        label = f"manifest {method} ({'wrk -t1' if method == 'GET' else 'ab -k'} -c4)"
+        direct, via_nginx, via = by_side["direct"], by_side["nginx"], by_side["gateway"]
+        out.metrics += [
+            Metric(f"{label} rate", "req/s", direct.rate, via.rate),
+            Metric(
+                f"{label} rate vs nginx",
+                "req/s",
+                via_nginx.rate,
+                via.rate,
+                note="direct column = nginx proxy_pass",
+            ),
+            Metric(f"{label} latency p50", "ms", direct.latency_ms("p50"), via.latency_ms("p50")),
+            Metric(
+                f"{label} latency p50 vs nginx",
+                "ms",
+                via_nginx.latency_ms("p50"),
+                via.latency_ms("p50"),
+                note="direct column = nginx proxy_pass",
+            ),
+            Metric(
+                f"{label} relay CPU per request",
+                "us",
+                cpu_us[method].get("nginx"),
+                cpu_us[method].get("gateway"),
+                note="direct column = nginx; user+sys of the relay process",
+            ),
+        ]
+    out.details.update(
+        wrk={"threads": 1, "connections": 4, "seconds": seconds},
+        runs={m: {side: r.as_json() for side, r in by.items()} for m, by in results.items()},
+        relay_cpu_us_per_request=cpu_us,
+        upstream_tokens_before=tokens_before,
+        upstream_tokens_after=tokens_after,
+    )
+    observe_gateway_log(out, gateway)
     return out

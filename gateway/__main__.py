@@ -14,10 +14,9 @@ import aiohttp
 from aiohttp import web
 
 from . import __version__, connections
-from .app import create_app
+from .app import create_admin_app, create_app
 from .credentials.store import UpstreamCredentialStore
 from .credentials.vault import VaultCredentialStore
-from .handlers import health
 from .keys import METRICS_KEY, READINESS_KEY
 from .log import configure_logging, get_logger
 from .metrics import Metrics
@@ -150,15 +149,8 @@ async def serve(settings: Settings) -> int:
         ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ssl_context.load_cert_chain(settings.tls.cert_file, settings.tls.key_file)
     metrics_runner = None
-    if settings.metrics.listen is not None:
-        # The admin listener keeps answering while the main one drains, so a scraper and a
-        # readiness probe pointed here see the drain (/readyz 503) instead of a refused port.
-        metrics_app = web.Application()
-        metrics_app[METRICS_KEY] = metrics
-        metrics_app[READINESS_KEY] = app[READINESS_KEY]
-        metrics_app.router.add_get(settings.metrics.path, health.metrics)
-        metrics_app.router.add_get("/healthz", health.healthz)
-        metrics_app.router.add_get("/readyz", health.readyz)
+    metrics_app = create_admin_app(app, settings)
+    if metrics_app is not None:
         metrics_runner = web.AppRunner(metrics_app, handle_signals=False, access_log=None)
         await metrics_runner.setup()
     host, port = settings.listen

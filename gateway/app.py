@@ -29,7 +29,7 @@ from .metrics import Metrics
 from .middlewares import on_prepare, request_context
 from .probe import probe_loops
 from .push.service import PushService
-from .routes import add_routes
+from .routes import add_admin_routes, add_routes
 from .routing import Router
 from .settings import Settings
 from .upstream.client import UpstreamClient
@@ -97,10 +97,12 @@ def create_app(
         app[UPSTREAM_KEY] = UpstreamClient(
             session, settings, store, app[TOKENS_KEY], app[METRICS_KEY]
         )
-        app[PASSTHROUGH_KEY] = Passthrough()
+        pump = Passthrough() if settings.streaming.passthrough else None
+        app[PASSTHROUGH_KEY] = pump
         yield
         await session.close()
-        app[PASSTHROUGH_KEY].close()
+        if pump is not None:
+            pump.close()
 
     app.cleanup_ctx.append(upstream_session)
 
@@ -117,3 +119,18 @@ def create_app(
     app.cleanup_ctx.append(probe_loops(settings, store))  # after the session it probes with
     add_routes(app, settings)
     return app
+
+
+def create_admin_app(app: web.Application, settings: Settings) -> web.Application | None:
+    """The admin listener's app (metrics, health) when ``metrics.listen`` is set, else None.
+
+    It keeps answering while the main listener drains, so a scraper and a readiness probe
+    pointed here see the drain (/readyz 503) instead of a refused port.
+    """
+    if settings.metrics.listen is None:
+        return None
+    admin = web.Application()
+    admin[METRICS_KEY] = app[METRICS_KEY]
+    admin[READINESS_KEY] = app[READINESS_KEY]
+    add_admin_routes(admin, settings)
+    return admin

@@ -42,7 +42,7 @@ class CoalescingCache(Generic[K, V]):
         return None if entry is None else entry[0]
 
     def put(self, key: K, value: V, ttl: float) -> None:
-        # TLRUCache silently drops an item whose expiry is not in the future (PROTOCOL §8).
+        # cachetools TLRUCache silently drops an item whose expiry is not in the future.
         if ttl > 0:
             self._store[key] = (value, ttl)
 

@@ -1,6 +1,6 @@
 """The gateway's exception tree and the one renderer of the OCI error envelope.
 
-::
+Errors a caller sees (distribution-spec "Error Codes"; rendered by ``middlewares``)::
 
     RegistryError                     code / status carried by each class
     ├── NameInvalid                   NAME_INVALID 400
@@ -16,11 +16,29 @@
     ├── PaginationInvalid             PAGINATION_NUMBER_INVALID 400
     ├── BlobUploadUnknown             BLOB_UPLOAD_UNKNOWN 404 (push: an upload id not ours to use)
     ├── ManifestTooLarge              SIZE_INVALID 413 (push: limits.max_manifest_size)
+    ├── handlers.token.InvalidRequest UNSUPPORTED 400 (a malformed /token request)
     └── UpstreamError                 UNAVAILABLE
         ├── UpstreamUnreachable       502
         ├── UpstreamTimeout           504
         ├── UpstreamAuthFailed        502 (the upstream's token service refused us)
         └── CredentialsUnavailable    502 / 503 (credentials could not be had)
+
+Internal exceptions, each caught in one place and turned into one of the above or an outcome::
+
+    Exception
+    ├── settings.ConfigError                  check-config / serve exit 2, one line per problem
+    ├── credentials.base.CredentialsError     → CredentialsUnavailable (upstream.client)
+    ├── credentials.vault_session.VaultUnavailable  → stale secret served, or CredentialsError
+    ├── credentials.vault_session.SecretMissing     → CredentialsError
+    ├── access.gatekeeper.LoginRefused        → Unauthorized, or TooManyRequests (login_limit)
+    ├── access.tokens.InvalidToken            → Unauthorized (invalid_token, RFC 6750 §3.1)
+    ├── access.passwords._Mismatch            a wrong password, inside the password cache
+    ├── upstream.passthrough.BodyTruncated    → relay aborted, 502 in the request line
+    ├── upstream.passthrough.BodyStalled      → relay aborted, 502 in the request line
+    └── ValueError
+        ├── upstream.tokens.TokenResponseError → UpstreamUnreachable (no usable token)
+        ├── access.htpasswd.HtpasswdError      → ConfigError at start-up, kept users on reload
+        └── access.signing.SigningKeyError     → ConfigError
 
 Anything else that escapes a handler is rendered as 500 ``UNKNOWN`` without a traceback.
 """

@@ -11,7 +11,8 @@ from .metrics import Metrics, SentBytes
 from .push.service import PushService
 from .routing import Router
 from .settings import Settings
-from .upstream.client import Exchange, UpstreamClient
+from .upstream.auth import Exchange
+from .upstream.client import UpstreamClient
 from .upstream.passthrough import Passthrough
 from .upstream.relay import Relayed
 from .upstream.tokens import TokenCache
@@ -23,7 +24,8 @@ TOKENS_KEY = web.AppKey("tokens", TokenCache)
 SESSION_KEY = web.AppKey("session", aiohttp.ClientSession)
 UPSTREAM_KEY = web.AppKey("upstream", UpstreamClient)
 READINESS_KEY = web.AppKey("readiness", Readiness)
-PASSTHROUGH_KEY = web.AppKey("passthrough", Passthrough)
+# None when streaming.passthrough is off: every body goes through aiohttp's streaming loop.
+PASSTHROUGH_KEY = web.AppKey[Passthrough | None]("passthrough")
 ACCESS_KEY = web.AppKey("access", Gatekeeper)
 PUSH_KEY = web.AppKey("push", PushService)  # upload sessions and write hooks (push/)
 

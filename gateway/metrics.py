@@ -1,4 +1,4 @@
-"""Prometheus metrics on the app's own registry; names and labels from CONTRACT.md.
+"""Prometheus metrics on the app's own registry; names and labels as README "Metrics" lists them.
 
 No label ever holds a repository, tag, digest, user or secret.
 """
@@ -18,6 +18,33 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 def method_label(method: str) -> str:
     """The request method as a bounded label value: a known method, else ``other``."""
     return method if method in METHODS else "other"
+
+
+_MAX_CHILDREN = 4096
+
+
+class Labelled:
+    """A labelled metric family whose children are looked up once, then reused.
+
+    prometheus_client's ``labels()`` validates and locks on every call; the hot paths call it
+    several times per request with the same few label sets. Label values here are bounded by
+    design (routes, methods, status codes, configured upstreams); past ``_MAX_CHILDREN``
+    combinations lookups just stop being remembered.
+    """
+
+    __slots__ = ("_children", "family")
+
+    def __init__(self, family: Any) -> None:
+        self.family = family
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def labels(self, *values: str) -> Any:
+        child = self._children.get(values)
+        if child is None:
+            child = self.family.labels(*values)
+            if len(self._children) < _MAX_CHILDREN:
+                self._children[values] = child
+        return child
 
 
 class SentBytes:
@@ -47,62 +74,62 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter(
+        self.requests = Labelled(Counter(
             "registry_gateway_requests_total", "Requests answered by the gateway.",
             ["route", "method", "code"], registry=r,
-        )  # fmt: skip
-        self.request_duration = Histogram(
+        ))  # fmt: skip
+        self.request_duration = Labelled(Histogram(
             "registry_gateway_request_duration_seconds",
             "Time from request to the end of the response.", ["route"],
             buckets=_LATENCY, registry=r,
-        )  # fmt: skip
+        ))  # fmt: skip
         self.inflight = Gauge(
             "registry_gateway_inflight_requests", "Requests being served now.", registry=r
         )
-        self.upstream_requests = Counter(
+        self.upstream_requests = Labelled(Counter(
             "registry_gateway_upstream_requests_total", "Requests sent to upstream registries.",
             ["upstream", "route", "code"], registry=r,
-        )  # fmt: skip
-        self.upstream_duration = Histogram(
+        ))  # fmt: skip
+        self.upstream_duration = Labelled(Histogram(
             "registry_gateway_upstream_request_duration_seconds",
             "Time to upstream response headers.", ["upstream", "route"],
             buckets=_LATENCY, registry=r,
-        )  # fmt: skip
-        self.bytes_sent = Counter(
+        ))  # fmt: skip
+        self.bytes_sent = Labelled(Counter(
             "registry_gateway_bytes_sent_total", "Body bytes relayed to callers.",
             ["upstream", "route"], registry=r,
-        )  # fmt: skip
-        self.upstream_tokens = Counter(
+        ))  # fmt: skip
+        self.upstream_tokens = Labelled(Counter(
             "registry_gateway_upstream_tokens_total", "Upstream bearer token lookups.",
             ["upstream", "result"], registry=r,
-        )  # fmt: skip
-        self.vault_requests = Counter(
+        ))  # fmt: skip
+        self.vault_requests = Labelled(Counter(
             "registry_gateway_vault_requests_total", "Calls to Vault/OpenBao.",
             ["operation", "result"], registry=r,
-        )  # fmt: skip
-        self.vault_duration = Histogram(
+        ))  # fmt: skip
+        self.vault_duration = Labelled(Histogram(
             "registry_gateway_vault_request_duration_seconds", "Duration of Vault calls.",
             ["operation"], buckets=_LATENCY, registry=r,
-        )  # fmt: skip
-        self.credentials_stale = Counter(
+        ))  # fmt: skip
+        self.credentials_stale = Labelled(Counter(
             "registry_gateway_credentials_stale_total",
             "Times a stale credential was served because Vault was unreachable.",
             ["upstream"], registry=r,
-        )  # fmt: skip
-        self.client_auth = Counter(
+        ))  # fmt: skip
+        self.client_auth = Labelled(Counter(
             "registry_gateway_client_auth_total", "Caller authentication decisions.",
             ["method", "result"], registry=r,
-        )  # fmt: skip
-        self.ratelimit_remaining = Gauge(
+        ))  # fmt: skip
+        self.ratelimit_remaining = Labelled(Gauge(
             "registry_gateway_upstream_ratelimit_remaining",
             "Pulls left in the upstream's rate-limit window (ratelimit-remaining).",
             ["upstream"], registry=r,
-        )  # fmt: skip
-        self.upload_bytes = Counter(
+        ))  # fmt: skip
+        self.upload_bytes = Labelled(Counter(
             "registry_gateway_upload_bytes_total", "Pushed body bytes relayed to upstreams.",
             ["upstream"], registry=r,
-        )  # fmt: skip
-        # Additions beyond CONTRACT.md, for operating the gateway: readiness as a number and
+        ))  # fmt: skip
+        # Additions for operating the gateway: readiness as a number and
         # the listener's connection cap (limits.max_connections).
         self.ready = Gauge(
             "registry_gateway_ready",

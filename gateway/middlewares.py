@@ -7,8 +7,8 @@ per request, and turns every error into the OCI envelope (never a traceback or H
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -48,7 +48,7 @@ def request_id_for(request: web.Request) -> str:
     given = request.headers.get(REQUEST_ID_HEADER, "")
     if 0 < len(given) <= _MAX_REQUEST_ID and given.isascii() and given.isprintable():
         return given
-    return uuid.uuid4().hex
+    return secrets.token_hex(16)
 
 
 def _route_label(request: web.Request) -> str:

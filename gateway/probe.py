@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
+from yarl import URL
 
 from .credentials.base import CredentialStore
 from .errors import CredentialsUnavailable, UpstreamAuthFailed, UpstreamError, UpstreamTimeout
@@ -31,7 +32,8 @@ from .keys import METRICS_KEY, SESSION_KEY
 from .log import get_logger
 from .metrics import Metrics
 from .settings import Settings, UpstreamSettings, VaultCredentialsSpec
-from .upstream.client import USER_AGENT, Exchange, UpstreamClient
+from .upstream.auth import Exchange, UpstreamRequest
+from .upstream.client import USER_AGENT, UpstreamClient
 from .upstream.tokens import TokenCache
 
 log = get_logger(__name__)
@@ -101,14 +103,16 @@ class Prober:
         try:
             async with asyncio.timeout(deadline):
                 response = await client.send(
-                    upstream,
-                    "GET",
-                    BASE_PATH,
-                    headers=CIMultiDict({"User-Agent": USER_AGENT}),
-                    scopes=[],  # docker login asks for no repository access
-                    tenant=tenant,
-                    route="base",
-                    exchange=exchange,
+                    UpstreamRequest(
+                        upstream,
+                        "GET",
+                        URL(f"{upstream.url}{BASE_PATH}"),
+                        CIMultiDict({"User-Agent": USER_AGENT}),
+                        scopes=(),  # docker login asks for no repository access
+                        tenant=tenant,
+                        route="base",
+                    ),
+                    exchange,
                 )
                 status = response.status
                 response.release()

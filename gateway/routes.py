@@ -48,3 +48,10 @@ def add_routes(app: web.Application, settings: Settings) -> None:
     router.add_get("/readyz", health.readyz)
     if settings.metrics.listen is None:
         router.add_get(settings.metrics.path, health.metrics)
+
+
+def add_admin_routes(admin: web.Application, settings: Settings) -> None:
+    """The admin listener (``metrics.listen``): exposition and health, nothing else."""
+    admin.router.add_get(settings.metrics.path, health.metrics)
+    admin.router.add_get("/healthz", health.healthz)
+    admin.router.add_get("/readyz", health.readyz)

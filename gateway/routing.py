@@ -1,4 +1,4 @@
-"""Choosing the upstream for a request (CONTRACT.md "Routing a request to an upstream").
+"""Choosing the upstream for a request (README "How a request finds its upstream").
 
 Request-level and pure: used by ``access`` (which rules apply to a name) and by the handlers
 (where a request goes) before anything talks to an upstream.
@@ -19,7 +19,7 @@ from .oci.names import is_valid_name
 from .settings import DOCKER_HUB, normalize_registry
 
 Route = Literal["base", "manifest", "blob", "tags", "referrers", "token", "other"]
-"""Every metrics ``route`` label value (CONTRACT.md "Metrics")."""
+"""Every metrics ``route`` label value (README "Metrics")."""
 
 
 @dataclass(frozen=True)

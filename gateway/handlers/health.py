@@ -33,7 +33,7 @@ async def metrics(request: web.Request) -> web.Response:
     ready, _ = request.app[READINESS_KEY].report()
     metrics.ready.set(1 if ready else 0)
     body = generate_latest(_WithoutCreated(metrics.registry))
-    # web.Response(content_type=...) refuses a charset parameter (PROTOCOL §9).
+    # web.Response(content_type=...) refuses a charset parameter: aiohttp raises ValueError.
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

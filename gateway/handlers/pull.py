@@ -13,6 +13,7 @@ import json
 from collections.abc import Callable
 
 from aiohttp import ClientResponse, web
+from yarl import URL
 
 from ..access.gatekeeper import Decision
 from ..errors import Denied, NameUnknown, Unsupported
@@ -35,7 +36,8 @@ from ..keys import (
 from ..metrics import SentBytes
 from ..oci.scope import pull_scope
 from ..routing import Route, Target
-from ..upstream.client import USER_AGENT, Exchange
+from ..upstream.auth import Exchange, UpstreamRequest
+from ..upstream.client import USER_AGENT
 from ..upstream.headers import upstream_request_headers
 from ..upstream.relay import LinkContext, relay
 
@@ -96,17 +98,20 @@ async def from_upstream(
 ) -> ClientResponse:
     """Send the pull to the upstream; its open response, never an upstream 401."""
     app = request.app
+    upstream = app[SETTINGS_KEY].upstreams[target.upstream]
+    url = URL(f"{upstream.url}/v2/{target.name}/{path}")
     exchange = request[EXCHANGE] = Exchange()
     response = await app[UPSTREAM_KEY].send(
-        app[SETTINGS_KEY].upstreams[target.upstream],
-        request.method,
-        f"/v2/{target.name}/{path}",
-        query=query,
-        headers=upstream_request_headers(request.headers, accept, USER_AGENT),
-        scopes=[str(pull_scope(target.name))],
-        tenant=request.get(TENANT),
-        route=route,
-        exchange=exchange,
+        UpstreamRequest(
+            upstream,
+            request.method,
+            url.with_query(query) if query else url,
+            upstream_request_headers(request.headers, accept, USER_AGENT),
+            scopes=(str(pull_scope(target.name)),),
+            tenant=request.get(TENANT),
+            route=route,
+        ),
+        exchange,
     )
     if response.status == 401:
         raise await _refused_upstream(response, target.upstream)

@@ -19,6 +19,7 @@ from urllib.parse import quote
 import aiohttp
 import structlog
 from aiohttp import web
+from yarl import URL
 
 from ..errors import Denied, NameUnknown, Unsupported, UpstreamError
 from ..keys import (
@@ -42,7 +43,8 @@ from ..push.headers import location_path, write_request_headers, write_response_
 from ..push.relay import CallerBody
 from ..push.sessions import UploadSession
 from ..routing import Route, Target
-from ..upstream.client import USER_AGENT, Body, Exchange
+from ..upstream.auth import Body, Exchange, UpstreamRequest
+from ..upstream.client import USER_AGENT
 from .pull import admit_caller
 
 log = get_logger("gateway.audit")
@@ -109,16 +111,23 @@ async def to_upstream(
         # A streamed body cannot be sent twice, so it must not meet a 401: learn the
         # upstream's challenge (and fetch the token for these scopes) body-less first.
         probe = await client.send(
-            upstream, "GET", "/v2/", headers=write_request_headers(
-                request.headers, USER_AGENT, streamed=False),
-            scopes=scopes, tenant=request.get(TENANT), route=route, exchange=Exchange(),
+            UpstreamRequest(
+                upstream, "GET", URL(f"{upstream.url}/v2/"),
+                write_request_headers(request.headers, USER_AGENT, streamed=False),
+                scopes=tuple(scopes), tenant=request.get(TENANT), route=route,
+            ),
+            Exchange(),
         )  # fmt: skip
         probe.release()
     exchange = request[EXCHANGE] = Exchange()
+    url = URL(f"{upstream.url}{path}")
     try:
         response = await client.send(
-            upstream, method, path, query=query, headers=headers, scopes=scopes,
-            tenant=request.get(TENANT), route=route, exchange=exchange, data=data,
+            UpstreamRequest(
+                upstream, method, url.with_query(query) if query else url, headers,
+                scopes=tuple(scopes), tenant=request.get(TENANT), route=route, body=data,
+            ),
+            exchange,
         )  # fmt: skip
     except UpstreamError:
         if isinstance(data, CallerBody) and data.failed is not None:

@@ -8,7 +8,7 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 
 # Sent upstream when a caller sends no Accept: without them distribution downgrades lists
-# to one platform's manifest and refuses OCI types (PROTOCOL §1.2).
+# to one platform's manifest and refuses OCI types (distribution registry/handlers/manifests.go).
 DEFAULT_MANIFEST_ACCEPT = (DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_MANIFEST, OCI_INDEX)
 
 

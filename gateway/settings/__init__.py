@@ -41,6 +41,7 @@ from .model import (
     RoutingSettings,
     SecretSource,
     Settings,
+    StreamingSettings,
     Timeouts,
     TLSSettings,
     TokenCredentialsSpec,
@@ -102,7 +103,7 @@ class ConfigError(Exception):
 
 _TOP_KEYS = {
     "listen", "public_url", "tls", "log", "metrics", "timeouts", "shutdown_grace",
-    "routing", "upstreams", "vault", "clients", "limits",
+    "routing", "upstreams", "vault", "clients", "limits", "streaming",
 }  # fmt: skip
 
 
@@ -230,6 +231,8 @@ def parse_settings(
                             "callers have no tenant")  # fmt: skip
 
     limits = _parse_limits(raw.get("limits"), reader)
+    sraw = reader.mapping(raw.get("streaming"), "streaming", {"passthrough"})
+    streaming = StreamingSettings(reader.boolean(sraw, "passthrough", "streaming", True))
 
     if problems:
         raise ConfigError(problems, tuple(reader.unchecked))
@@ -247,6 +250,7 @@ def parse_settings(
         vault=vault,
         clients=clients,
         limits=limits,
+        streaming=streaming,
         source=source,
         notes=tuple(notes),
         unchecked=tuple(reader.unchecked),

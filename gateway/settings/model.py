@@ -201,6 +201,13 @@ class LimitsSettings:
 
 
 @dataclass(frozen=True)
+class StreamingSettings:
+    """How bodies are relayed: ``passthrough`` lets large plain-TCP bodies go socket to socket."""
+
+    passthrough: bool = True
+
+
+@dataclass(frozen=True)
 class Settings:
     upstreams: Mapping[str, UpstreamSettings]
     listen: tuple[str, int] = ("0.0.0.0", 5000)  # noqa: S104 - a mirror listens on all interfaces
@@ -214,6 +221,7 @@ class Settings:
     vault: VaultSettings | None = None
     clients: ClientsSettings = field(default_factory=ClientsSettings)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
+    streaming: StreamingSettings = field(default_factory=StreamingSettings)
     source: str = "<embedded default>"
     # What the file left to a default that a user may not expect (check-config prints them).
     notes: tuple[str, ...] = ()

@@ -1,24 +1,21 @@
-"""The one place that talks HTTP to upstream registries.
+"""The one place that talks HTTP to upstream registries: it drives the auth flow.
 
-It attaches credentials (Basic, a static bearer, or a bearer from the token flow), answers
-401 challenges once, follows redirects without leaking credentials, and maps transport
-failures to 502/504. Bodies are not read here: the caller streams them.
+``auth.auth_flow`` decides (credentials, 401 challenges, re-reads, redirects); this module
+performs its steps: sends requests, fetches tokens through the coalescing token cache, asks the
+credential store, and maps transport failures to 502/504. Bodies are not read here: the
+caller streams them.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import ssl
 import time
-from collections.abc import AsyncIterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 from multidict import CIMultiDict
-from yarl import URL
 
 from .. import __version__
 from ..caching import LOADED
@@ -32,32 +29,25 @@ from ..errors import (
 )
 from ..log import get_logger
 from ..metrics import Metrics
-from ..oci.challenge import Challenge, find_challenge
 from ..secret import Secret
 from ..settings import Settings, UpstreamSettings
-from .realms import credentials_allowed
-from .tokens import TokenCache, TokenKey, TokenResponseError, parse_token_response, token_key
+from .auth import (
+    Exchange,
+    FetchToken,
+    Reply,
+    Reread,
+    Send,
+    Step,
+    Token,
+    UpstreamRequest,
+    auth_flow,
+)
+from .tokens import IssuedToken, TokenCache, TokenResponseError, parse_token_response
 
 log = get_logger(__name__)
 
 USER_AGENT = f"registry-gateway/{__version__}"
-REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-MAX_REDIRECTS = 5
 TOKEN_BODY_LIMIT = 1 << 20
-
-# A request body: bytes can be sent again (after a 401, a redirect); a stream only once.
-Body = bytes | AsyncIterable[bytes] | None
-
-
-@dataclass
-class Exchange:
-    """Outcome notes of one upstream exchange, for the canonical log line."""
-
-    auth: str | None = None  # cached | fetched | static | basic | anonymous
-    redirects: int = 0
-    credentials: str | None = None  # identity of the credentials used, never the secret
-    retried: bool = False
-    notes: list[str] = field(default_factory=list)
 
 
 class UpstreamClient:
@@ -72,68 +62,41 @@ class UpstreamClient:
         metrics: Metrics,
     ) -> None:
         self._session = session
-        self._settings = settings
         self._credentials = credentials
         self._tokens = tokens
         self._metrics = metrics
         self._ssl = {key: _ssl_for(up) for key, up in settings.upstreams.items()}
 
-    async def send(
-        self,
-        upstream: UpstreamSettings,
-        method: str,
-        path: str,
-        *,
-        query: Mapping[str, str] | list[tuple[str, str]] | None = None,
-        headers: CIMultiDict[str],
-        scopes: list[str],
-        tenant: str | None,
-        route: str,
-        exchange: Exchange,
-        data: Body = None,
-    ) -> aiohttp.ClientResponse:
-        """Send one logical request; the response is open and must be released by the caller.
-
-        A streamed ``data`` goes once: a 401 or redirect answering it is returned as it is
-        (the push relay authenticates before streaming, see gateway.push.relay).
-        """
-        url = URL(f"{upstream.url}{path}")
-        if query:
-            url = url.with_query(query)
-        credentials = await self._get_credentials(upstream, tenant)
-        auth_error: UpstreamAuthFailed | None = None
+    async def send(self, request: UpstreamRequest, exchange: Exchange) -> aiohttp.ClientResponse:
+        """Send one logical request; the response is open and must be released by the caller."""
+        credentials = await self._get_credentials(request.upstream, request.tenant)
+        flow = auth_flow(request, credentials, self._tokens, exchange)
+        response: aiohttp.ClientResponse | None = None
         try:
-            response = await self._authorized(
-                upstream, method, url, headers, scopes, tenant, credentials, route, exchange, data
-            )
-            refused = response.status in (401, 403)
-        except UpstreamAuthFailed as exc:
-            if credentials is None:
-                raise
-            refused, response, auth_error = True, None, exc
-        # The upstream (or its token service) refused what we hold; a rotated secret may fix
-        # it: forget the secret and every token fetched with it, re-read once, retry once.
-        if (
-            refused
-            and credentials is not None
-            and _replayable(data)
-            and await self._credentials.rejected(upstream.key, tenant)
-        ):
-            exchange.retried = True
+            step: Step = next(flow)
+            while True:
+                try:
+                    if isinstance(step, Send):
+                        if response is not None:
+                            response.release()  # an answer the flow has read and moved past
+                            response = None
+                        response = await self._request(request, step)
+                        answer: Any = _reply(response, step)
+                    elif isinstance(step, FetchToken):
+                        answer = await self._token(request.upstream, step)
+                    else:
+                        answer = await self._reread(request)
+                except UpstreamError as exc:
+                    step = flow.throw(exc)
+                else:
+                    step = flow.send(answer)
+        except StopIteration:
+            assert response is not None  # the flow's final reply is the last response
+            return response
+        except BaseException:
             if response is not None:
                 response.release()
-            self._tokens.drop_upstream(upstream.key, tenant)
-            log.info("credentials_refused_rereading", upstream=upstream.key)
-            fresh = await self._get_credentials(upstream, tenant)
-            response = await self._authorized(
-                upstream, method, url, headers, scopes, tenant, fresh, route, exchange, data
-            )
-        elif auth_error is not None:
-            raise auth_error
-        assert response is not None
-        if upstream.redirects == "follow" and _replayable(data):
-            response = await self._follow(upstream, method, response, headers, route, exchange)
-        return response
+            raise
 
     async def _get_credentials(
         self, upstream: UpstreamSettings, tenant: str | None
@@ -146,134 +109,39 @@ class UpstreamClient:
             error.status = exc.status
             raise error from exc
 
-    async def _authorized(
-        self,
-        upstream: UpstreamSettings,
-        method: str,
-        url: URL,
-        headers: CIMultiDict[str],
-        scopes: list[str],
-        tenant: str | None,
-        credentials: UpstreamCredentials | None,
-        route: str,
-        exchange: Exchange,
-        data: Body = None,
-    ) -> aiohttp.ClientResponse:
-        exchange.credentials = credentials.identity if credentials else None
-        auth, key = await self._preemptive(upstream, credentials, scopes, tenant, exchange)
-        response = await self._request(upstream, method, url, headers, auth, route, data=data)
-        if response.status != 401 or not _replayable(data):
-            return response
-        challenge = find_challenge(response.headers.getall("WWW-Authenticate", []), "bearer")
-        basic = find_challenge(response.headers.getall("WWW-Authenticate", []), "basic")
-        if challenge is not None and challenge.realm and not (credentials and credentials.token):
-            self._tokens.remember_challenge(upstream.key, challenge)
-            wanted = challenge.scopes or scopes
-            if (
-                exchange.auth == "fetched"
-                and key is not None
-                and key[2:5] == (challenge.realm, challenge.service or "", " ".join(sorted(wanted)))
-            ):
-                return response  # a token fetched just now was refused: fetching again won't help
-            if key is not None:
-                # Our cached token was refused: drop it, unless a concurrent request has
-                # already replaced it with a fresh one (that one we use).
-                current = self._tokens.tokens.peek(key)
-                if current is not None and auth == f"Bearer {current.reveal()}":
-                    self._tokens.tokens.invalidate(key)
-            response.release()
-            # No token was sent (a cold request) or ours was dropped: either way, take the
-            # cached one or join the fetch already in flight; N cold requests, one fetch.
-            token, key = await self._token(
-                upstream, challenge, wanted, tenant, credentials, exchange
-            )
-            return await self._request(
-                upstream, method, url, headers, f"Bearer {token.reveal()}", route, data=data
-            )
-        if basic is not None and credentials and credentials.is_basic and auth is None:
-            self._tokens.remember_challenge(upstream.key, basic)
-            exchange.auth = "basic"
-            response.release()
-            return await self._request(
-                upstream, method, url, headers, credentials.basic_header(), route, data=data
-            )
-        return response
+    async def _reread(self, request: UpstreamRequest) -> Reread.Result:
+        """The upstream (or its token service) refused what we hold; a rotated secret may fix it."""
+        key, tenant = request.upstream.key, request.tenant
+        if not await self._credentials.rejected(key, tenant):
+            return Reread.Result(may_differ=False)
+        log.info("credentials_refused_rereading", upstream=key)
+        return Reread.Result(True, await self._get_credentials(request.upstream, tenant))
 
-    async def _preemptive(
-        self,
-        upstream: UpstreamSettings,
-        credentials: UpstreamCredentials | None,
-        scopes: list[str],
-        tenant: str | None,
-        exchange: Exchange,
-    ) -> tuple[str | None, TokenKey | None]:
-        """The Authorization a warm request can send without waiting for a 401."""
-        if credentials is not None and credentials.token is not None:
-            exchange.auth = "static"
-            return credentials.bearer_header(), None
-        if self._tokens.wants_basic(upstream.key) and credentials and credentials.is_basic:
-            exchange.auth = "basic"
-            return credentials.basic_header(), None
-        challenge = self._tokens.known_challenge(upstream.key)
-        if challenge is None or not scopes:
-            exchange.auth = "anonymous"
-            return None, None
-        token, key = await self._token(upstream, challenge, scopes, tenant, credentials, exchange)
-        return f"Bearer {token.reveal()}", key
+    async def _token(self, upstream: UpstreamSettings, fetch: FetchToken) -> Token:
+        if fetch.realm_refused:
+            log.warning("token_realm_not_allowed", upstream=upstream.key,
+                        token_realm=fetch.realm.host)  # fmt: skip
 
-    async def _token(
-        self,
-        upstream: UpstreamSettings,
-        challenge: Challenge,
-        scopes: list[str],
-        tenant: str | None,
-        credentials: UpstreamCredentials | None,
-        exchange: Exchange,
-    ) -> tuple[Secret, TokenKey]:
-        assert challenge.realm is not None
-        realm = URL(challenge.realm)
-        if realm.scheme not in ("http", "https") or not realm.host:
-            raise UpstreamAuthFailed(detail={"upstream": upstream.key, "reason": "bad realm"})
-        send_creds = (
-            credentials is not None
-            and credentials.is_basic
-            and credentials_allowed(realm, upstream.url, upstream.token_realms)
-        )
-        if credentials is not None and credentials.is_basic and not send_creds:
-            log.warning("token_realm_not_allowed", upstream=upstream.key, token_realm=realm.host)
-        key = token_key(
-            upstream.key, tenant, challenge, scopes, credentials, authenticated=send_creds
-        )
-
-        async def fetch() -> tuple[Secret, float]:
-            issued = await self._fetch_token(
-                upstream, realm, challenge, scopes, credentials if send_creds else None
-            )
+        async def load() -> tuple[Secret, float]:
+            issued = await self._fetch_token(upstream, fetch)
             return issued.value, issued.ttl
 
         try:
-            token, how = await self._tokens.tokens.get_or_load(key, fetch)
+            token, how = await self._tokens.tokens.get_or_load(fetch.key, load)
         except UpstreamError:
             self._metrics.upstream_tokens.labels(upstream.key, "error").inc()
             raise
         # Waiting on another request's fetch is not a fetch of our own.
-        outcome = "fetched" if how == LOADED else "cached"
+        outcome: Literal["cached", "fetched"] = "fetched" if how == LOADED else "cached"
         self._metrics.upstream_tokens.labels(upstream.key, outcome).inc()
-        exchange.auth = outcome
-        return token, key
+        return Token(token, outcome)
 
-    async def _fetch_token(
-        self,
-        upstream: UpstreamSettings,
-        realm: URL,
-        challenge: Challenge,
-        scopes: list[str],
-        credentials: UpstreamCredentials | None,
-    ) -> Any:
+    async def _fetch_token(self, upstream: UpstreamSettings, fetch: FetchToken) -> IssuedToken:
+        realm, challenge, credentials = fetch.realm, fetch.challenge, fetch.credentials
         query: list[tuple[str, str]] = list(realm.query.items())
         if challenge.service:
             query.append(("service", challenge.service))
-        query.extend(("scope", scope) for scope in scopes)
+        query.extend(("scope", scope) for scope in fetch.scopes)
         headers = {"User-Agent": USER_AGENT}
         if credentials is not None:
             header = credentials.basic_header()
@@ -319,30 +187,21 @@ class UpstreamClient:
         log.debug("token_fetched", upstream=upstream.key, ttl=round(issued.ttl))
         return issued
 
-    async def _request(
-        self,
-        upstream: UpstreamSettings,
-        method: str,
-        url: URL,
-        headers: CIMultiDict[str],
-        authorization: str | None,
-        route: str,
-        *,
-        ssl_context: ssl.SSLContext | bool | None = None,
-        data: Body = None,
-    ) -> aiohttp.ClientResponse:
-        sent = CIMultiDict(headers)
-        if authorization:
-            sent["Authorization"] = authorization
+    async def _request(self, request: UpstreamRequest, send: Send) -> aiohttp.ClientResponse:
+        upstream, route = request.upstream, request.route
+        headers = request.headers
+        if send.authorization:
+            headers = CIMultiDict(headers)
+            headers["Authorization"] = send.authorization
         started = time.perf_counter()
         try:
             response = await self._session.request(
-                method,
-                url,
-                headers=sent,
+                send.method,
+                send.url,
+                headers=headers,
                 allow_redirects=False,
-                ssl=self._ssl[upstream.key] if ssl_context is None else ssl_context,
-                data=data,
+                ssl=self._ssl[upstream.key] if send.same_origin else True,
+                data=request.body,
             )
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             self._metrics.upstream_requests.labels(upstream.key, route, "timeout").inc()
@@ -365,52 +224,17 @@ class UpstreamClient:
                 )
         return response
 
-    async def _follow(
-        self,
-        upstream: UpstreamSettings,
-        method: str,
-        response: aiohttp.ClientResponse,
-        headers: CIMultiDict[str],
-        route: str,
-        exchange: Exchange,
-    ) -> aiohttp.ClientResponse:
-        """Follow up to MAX_REDIRECTS hops; credentials never leave the upstream's origin."""
-        while response.status in REDIRECT_STATUSES:
-            location = response.headers.get("Location")
-            if not location:
-                return response
-            if exchange.redirects >= MAX_REDIRECTS:
-                response.release()
-                raise UpstreamUnreachable(
-                    "too many redirects from upstream", detail={"upstream": upstream.key}
-                )
-            target = response.url.join(URL(location))
-            response.release()
-            if target.scheme not in ("http", "https"):
-                raise UpstreamUnreachable("upstream redirected to a non-HTTP URL")
-            exchange.redirects += 1
-            same_origin = target.origin() == upstream.url.origin()
-            if response.status == 303:
-                method = "GET" if method != "HEAD" else method
-            # SECURITY: no Authorization (or any credential) to another host: the
-            # headers here are the allow-listed caller headers only (OCI spec "API").
-            authorization = None
-            if same_origin and (prior := response.request_info.headers.get("Authorization")):
-                authorization = prior
-            response = await self._request(
-                upstream,
-                method,
-                target,
-                headers,
-                authorization,
-                route,
-                ssl_context=None if same_origin else True,
-            )
-        return response
 
-
-def _replayable(data: Body) -> bool:
-    return data is None or isinstance(data, bytes)
+def _reply(response: aiohttp.ClientResponse, send: Send) -> Reply:
+    """The parts of a response the auth flow decides on."""
+    headers = response.headers
+    return Reply(
+        response.status,
+        response.url,
+        tuple(headers.getall("WWW-Authenticate", ())),
+        headers.get("Location"),
+        send.authorization,
+    )
 
 
 def _ssl_for(upstream: UpstreamSettings) -> ssl.SSLContext | bool:
@@ -421,9 +245,3 @@ def _ssl_for(upstream: UpstreamSettings) -> ssl.SSLContext | bool:
     if upstream.ca_file is not None:
         return ssl.create_default_context(cafile=str(upstream.ca_file))
     return True
-
-
-async def close_quietly(response: aiohttp.ClientResponse) -> None:
-    """Drop an upstream connection whose body we will not read to the end."""
-    response.close()
-    await asyncio.sleep(0)

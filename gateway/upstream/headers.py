@@ -2,7 +2,8 @@
 
 Both directions are allow-lists. A caller's ``Authorization`` or ``Cookie`` never goes upstream
 and upstream ``WWW-Authenticate``/``Set-Cookie`` never reach the caller: each side of the
-gateway authenticates separately (PROTOCOL §2.7).
+gateway authenticates separately: a caller's token is issued for the gateway's service, ours
+for the upstream's (distribution auth/token.md, `service`).
 """
 
 from __future__ import annotations

@@ -103,6 +103,20 @@ def _read(
         remaining -= count
 
 
+def _send(
+    sink: socket.socket, view: memoryview, count: int, progress: Callable[[int], None]
+) -> None:
+    """Send ``count`` bytes of ``view``, reporting each partial send as the kernel takes it.
+
+    Not ``sendall``: a caller that hangs up mid-buffer must still be counted for what it got.
+    """
+    sent = 0
+    while sent < count:
+        taken = sink.send(view[sent:count])
+        progress(taken)
+        sent += taken
+
+
 def _write(
     sink: socket.socket,
     free: queue.Queue[memoryview],
@@ -113,8 +127,7 @@ def _write(
     try:
         while (item := filled.get()) is not None:
             view, count = item
-            sink.sendall(view[:count])
-            progress(count)
+            _send(sink, view, count, progress)
             free.put(view)
     except BaseException as exc:
         free.put(memoryview(b""))  # wake the reader: nothing more will be sent
@@ -158,8 +171,7 @@ class Passthrough:
         if not overlap:
 
             def send(view: memoryview, count: int) -> None:
-                sink.sendall(view[:count])
-                progress(count)
+                _send(sink, view, count, progress)
                 free.put(view)
 
             _read(source, length, idle, free, send)

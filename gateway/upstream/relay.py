@@ -13,11 +13,15 @@ from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
 from yarl import URL
 
 from ..metrics import SentBytes
 from . import passthrough
 from .headers import caller_response_headers, rewrite_link
+
+# Bodies up to this size (with a Content-Length) are read whole and answered in one write.
+SMALL_BODY = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -75,12 +79,17 @@ async def relay(
         ]  # fmt: skip
         for value in links:
             headers.add("Link", value)
-    response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
     length = upstream.content_length
     if request.method == "HEAD" or upstream.status in (204, 304):
+        response = web.StreamResponse(
+            status=upstream.status, reason=upstream.reason, headers=headers
+        )
         upstream.release()
         await response.prepare(request)
         return Relayed(response)
+    if length is not None and length <= SMALL_BODY:
+        return await _relay_small(request, upstream, headers, length, sent)
+    response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
     if length is not None:
         response.content_length = length
     failure: tuple[int, str] | None = None
@@ -109,6 +118,56 @@ async def relay(
     upstream.release()
     await response.write_eof()
     return Relayed(response, None, direct[0])
+
+
+async def _relay_small(
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    headers: CIMultiDict[str],
+    length: int,
+    sent: SentBytes,
+) -> Relayed:
+    """Manifests, tag lists, error bodies: read whole, then headers and body in one write.
+
+    A StreamResponse sends its headers on their own, one more syscall per small answer. An
+    upstream failing mid-body still gets the caller headers, the bytes read, and an abort.
+    """
+    failure: tuple[int, str]
+    try:
+        body = await upstream.content.readexactly(length)
+    except asyncio.IncompleteReadError as exc:
+        body = exc.partial
+        failure = (502, f"upstream body ended after {len(body)} of {length} bytes")
+    except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
+        body, failure = b"", (502, f"upstream body failed: {type(exc).__name__}: {exc}")
+    except asyncio.CancelledError:
+        upstream.close()
+        raise
+    else:
+        upstream.release()
+        answer = web.Response(
+            body=body, status=upstream.status, reason=upstream.reason, headers=headers
+        )
+        try:
+            _count_before_write(request, sent, length)
+            await answer.prepare(request)
+            await answer.write_eof()
+        except ConnectionError:
+            _abort(request)
+            return Relayed(answer, (499, "caller disconnected"))
+        return Relayed(answer)
+    upstream.close()
+    response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
+    response.content_length = length
+    try:
+        await response.prepare(request)
+        if body:
+            _count_before_write(request, sent, len(body))
+            await response.write(body)
+    except ConnectionError:
+        failure = (499, "caller disconnected")
+    _abort(request)
+    return Relayed(response, failure)
 
 
 async def _copy_body(

@@ -6,6 +6,7 @@ little before they expire; N concurrent requests that need one token cause one f
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -82,8 +83,13 @@ def token_key(
         challenge.realm or "",
         challenge.service or "",
         " ".join(sorted(scopes)),
-        credentials.identity if (credentials and authenticated) else "anonymous",
+        _identity(credentials) if (credentials and authenticated) else "anonymous",
     )
+
+
+@functools.lru_cache(maxsize=256)  # the same few credentials on every request: hash them once
+def _identity(credentials: UpstreamCredentials) -> str:
+    return credentials.identity
 
 
 class TokenCache:
@@ -109,6 +115,21 @@ class TokenCache:
 
     def wants_basic(self, upstream: str) -> bool:
         return upstream in self._basic
+
+    def peek(self, key: TokenKey) -> Secret | None:
+        """The cached token for ``key``, if fresh; never loads."""
+        return self.tokens.peek(key)
+
+    def invalidate_if_current(self, key: TokenKey, refused: Secret) -> bool:
+        """Forget ``refused`` if it is still the cached token for ``key``.
+
+        A concurrent request may already have replaced it with a fresh one: that one stays.
+        """
+        current = self.tokens.peek(key)
+        if current is None or current != refused:  # Secret equality is constant-time
+            return False
+        self.tokens.invalidate(key)
+        return True
 
     def drop_upstream(self, upstream: str, tenant: str | None) -> int:
         """Forget every token fetched for ``upstream`` (and tenant): credentials changed."""

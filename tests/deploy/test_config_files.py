@@ -33,6 +33,7 @@ TOP_LEVEL_KEYS = {
     "upstreams",
     "vault",
     "clients",
+    "streaming",
 }
 # Keys that only appear in comments of the annotated example (optional sections and the
 # alternative credential forms), as CONTRACT.md lists them.
@@ -103,6 +104,7 @@ def test_annotated_example_sets_every_top_level_and_upstream_key() -> None:
         "max_connections", "max_line_size", "max_field_size", "max_headers", "keepalive_timeout",
         "max_manifest_size", "upload_session_ttl",
     }  # fmt: skip
+    assert set(config["streaming"]) == {"passthrough"}
     assert config["vault"] is None and config["clients"] is None
 
 

@@ -412,3 +412,50 @@ async def test_trickling_upstream_is_relayed_promptly_on_the_passthrough_path(
     # 64 pieces 0.1 s apart; the caller must see progress at least every ~0.5 s.
     gaps = [later[0] - earlier[0] for earlier, later in itertools.pairwise(arrivals)]
     assert max(gaps) < 0.5, max(gaps)
+
+
+@pytest.mark.parametrize("passthrough", [True, False], ids=["passthrough-on", "passthrough-off"])
+async def test_streaming_passthrough_setting_picks_the_relay_path(
+    passthrough: bool,
+    registry_open: Any,
+    start_gateway: GatewayFactory,
+    http: aiohttp.ClientSession,
+) -> None:
+    """streaming.passthrough decides the large-body path; either way the body is byte-exact."""
+    from tests.components import images
+    from tests.integration.harness import registry_gateway_config, sha256_digest
+
+    body = body_bytes(6 * MIB + 17)
+    digest = images.push_blob(registry_open, "streaming/setting", body)
+    config = registry_gateway_config(registry_open)
+    config["streaming"] = {"passthrough": passthrough}
+    gateway = start_gateway(config)
+
+    async with http.get(f"{gateway.url}/v2/streaming/setting/blobs/{digest}") as response:
+        received = await response.read()
+
+    assert response.status == 200
+    assert sha256_digest(received) == digest
+    lines = logged(gateway, lambda ls: any(e.get("route") == "blob" for e in ls))
+    line = next(e for e in lines if e.get("route") == "blob")
+    assert line["bytes"] == len(body)
+    assert line.get("relay") == ("passthrough" if passthrough else None)
+
+
+@pytest.mark.parametrize("size", [6 * MIB, 200 * KIB], ids=["passthrough", "streamed"])
+async def test_bytes_sent_total_includes_a_download_as_soon_as_it_ends(
+    size: int, registry_open: Any, start_gateway: GatewayFactory, http: aiohttp.ClientSession
+) -> None:
+    """A scrape right after a blob download ends already counts every byte of it."""
+    from tests.components import images
+    from tests.integration.harness import registry_gateway_config, sample, scrape
+
+    digest = images.push_blob(registry_open, f"streaming/scrape{size}", b"s" * size)
+    gateway = start_gateway(registry_gateway_config(registry_open))
+    labels = {"upstream": registry_open.host, "route": "blob"}
+    for attempt in range(1, 4):
+        async with http.get(f"{gateway.url}/v2/streaming/scrape{size}/blobs/{digest}") as got:
+            assert len(await got.read()) == size
+        counted = sample(await scrape(http, gateway.url), "registry_gateway_bytes_sent_total",
+                         **labels)  # fmt: skip
+        assert counted == attempt * size
