@@ -315,3 +315,45 @@ def test_redirects_pass_mode_returns_the_redirect() -> None:
         auth_flow(request(redirects="pass"), None, TokenCache(), Exchange())
     )
     assert final.status == 307
+
+
+async def _stream() -> Any:
+    yield b"layer bytes"
+
+
+@pytest.mark.parametrize(
+    ("tokens", "answer", "sent"),
+    [
+        (TokenCache(), BEARER_401, "-"),  # cold: the 401 is final, no token, no resend
+        (warm(TokenCache(), "t0"), DENIED_403, "Bearer t0"),  # refused: no re-read either
+        (TokenCache(), redirect(307, "/v2/elsewhere"), "-"),  # redirect: not followed
+    ],
+    ids=["401", "403", "redirect"],
+)
+def test_a_streamed_body_is_sent_once_and_its_first_answer_is_final(
+    tokens: TokenCache, answer: Reply, sent: str
+) -> None:
+    """A push body streamed from the caller cannot be replayed: one Send, whatever comes back."""
+    streamed = UpstreamRequest(
+        upstream(), "PATCH", UPSTREAM_URL / "v2/team/app/blobs/uploads/u", CIMultiDict(),
+        scopes=(SCOPE,), tenant=None, route="blob", body=_stream(),
+    )  # fmt: skip
+    script = Script([answer], [cached("t0")] if sent != "-" else [])
+
+    final = script.run(auth_flow(streamed, ROBOT, tokens, Exchange()))
+
+    assert final.status == answer.status
+    assert [s for s in script.steps if s.startswith("send")] == [f"send {sent}"]
+    assert "reread" not in script.steps
+
+
+def test_a_bytes_body_is_replayed_after_a_challenge() -> None:
+    """A manifest PUT's bytes can go twice: the 401 is answered with a token and sent again."""
+    put = UpstreamRequest(
+        upstream(), "PUT", UPSTREAM_URL / "v2/team/app/manifests/1.0", CIMultiDict(),
+        scopes=(SCOPE,), tenant=None, route="manifest", body=b"{}",
+    )  # fmt: skip
+    script = Script([BEARER_401, OK], [fetched("t1")])
+
+    assert script.run(auth_flow(put, None, TokenCache(), Exchange())).status == 200
+    assert script.steps == ["send -", f"token {SCOPE} as anonymous", "send Bearer t1"]
