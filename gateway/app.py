@@ -9,12 +9,15 @@ import aiohttp
 from aiohttp import web
 
 from .access.gatekeeper import Gatekeeper
+from .cache.responses import mark_response
+from .cache.service import Cache
 from .credentials.base import CredentialStore
 from .credentials.store import UpstreamCredentialStore
 from .credentials.vault import VaultCredentialStore
 from .health import Readiness
 from .keys import (
     ACCESS_KEY,
+    CACHE_KEY,
     METRICS_KEY,
     PASSTHROUGH_KEY,
     READINESS_KEY,
@@ -71,6 +74,11 @@ def create_app(
         app[READINESS_KEY].add_check("vault", vault.problem)
     store = credentials or UpstreamCredentialStore(settings.upstreams, vault=vault)
     app.on_response_prepare.append(on_prepare)
+    app[CACHE_KEY] = Cache(settings.cache, app[METRICS_KEY])
+    if settings.cache.enabled:
+        app.cleanup_ctx.append(app[CACHE_KEY].lifecycle)
+        app[READINESS_KEY].add_check("cache", app[CACHE_KEY].problem)
+        app.on_response_prepare.append(mark_response)
 
     async def upstream_session(app: web.Application) -> AsyncIterator[None]:
         timeout = aiohttp.ClientTimeout(

@@ -6,6 +6,7 @@ import aiohttp
 from aiohttp import web
 
 from .access.gatekeeper import Gatekeeper
+from .cache.service import Cache
 from .health import Readiness
 from .metrics import Metrics
 from .settings import Settings
@@ -23,6 +24,7 @@ UPSTREAM_KEY = web.AppKey("upstream", UpstreamClient)
 READINESS_KEY = web.AppKey("readiness", Readiness)
 PASSTHROUGH_KEY = web.AppKey("passthrough", Passthrough)
 ACCESS_KEY = web.AppKey("access", Gatekeeper)
+CACHE_KEY = web.AppKey("cache", Cache)
 
 # Per-request values (request[...]): set by handlers, read by the request middleware.
 REQUEST_ID = web.RequestKey("request_id", str)
@@ -38,3 +40,5 @@ BYTES = web.RequestKey("bytes", int)  # body bytes relayed to the caller
 # (status, reason) when a body relay was cut short
 ABORTED = web.RequestKey[tuple[int, str]]("aborted")
 RELAY = web.RequestKey("relay", str)  # "passthrough" when the body went socket to socket
+# hit, miss, stale or bypass when the cache answered or was asked
+CACHE_RESULT = web.RequestKey("cache", str)

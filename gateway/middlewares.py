@@ -18,6 +18,7 @@ from .errors import RegistryError, render, render_status
 from .keys import (
     ABORTED,
     BYTES,
+    CACHE_RESULT,
     EXCHANGE,
     METRICS_KEY,
     NAME,
@@ -135,6 +136,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             tenant=request.get(TENANT),
             upstream_auth=exchange.auth if exchange else None,
             redirects=exchange.redirects if exchange else None,
+            cache=request.get(CACHE_RESULT),
             error=error,
         )
 

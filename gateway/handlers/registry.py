@@ -12,6 +12,7 @@ import json
 from aiohttp import ClientResponse, web
 
 from ..access.gatekeeper import Decision
+from ..cache.pull import Origin, serve_blob, serve_manifest_request
 from ..errors import (
     API_VERSION_HEADER,
     Denied,
@@ -23,6 +24,7 @@ from ..errors import (
 )
 from ..keys import (
     ACCESS_KEY,
+    CACHE_KEY,
     EXCHANGE,
     NAME,
     PRINCIPAL,
@@ -43,6 +45,7 @@ from ..upstream.relay import LinkContext, relay
 from ..upstream.routing import ApiPath, Target, parse_api_path
 
 _ERROR_BODY_LIMIT = 64 * 1024
+CACHED = ("blob", "manifest")
 
 
 class TagInvalid(RegistryError):
@@ -120,19 +123,42 @@ async def _proxy(
     headers = upstream_request_headers(request.headers, accept, USER_AGENT)
     suffix = {"manifest": "manifests/", "blob": "blobs/", "tags": "tags/list",
               "referrers": "referrers/"}[api.route]  # fmt: skip
-    path = f"/v2/{target.name}/{suffix}{api.arg}"
     exchange = request[EXCHANGE] = Exchange()
-    response = await app[UPSTREAM_KEY].send(
-        upstream,
-        request.method,
-        path,
-        query=_upstream_query(request, api),
-        headers=headers,
-        scopes=[str(pull_scope(target.name))],
-        tenant=request.get(TENANT),
-        route=api.route,
-        exchange=exchange,
-    )
+
+    async def send(method: str, reference: str) -> ClientResponse:
+        return await app[UPSTREAM_KEY].send(
+            upstream,
+            method,
+            f"/v2/{target.name}/{suffix}{reference}",
+            query=_upstream_query(request, api),
+            headers=headers,
+            scopes=[str(pull_scope(target.name))],
+            tenant=request.get(TENANT),
+            route=api.route,
+            exchange=exchange,
+        )
+
+    async def answer(response: ClientResponse) -> web.StreamResponse:
+        return await _answer(request, api, target, ns, response)
+
+    cache = app[CACHE_KEY]
+    namespace = cache.namespace(upstream, request.get(TENANT)) if api.route in CACHED else None
+    if namespace is not None:
+        origin = Origin(target.upstream, send, answer)
+        if api.route == "blob":
+            return await serve_blob(request, cache, namespace, target.name, api.arg, origin)
+        assert accept is not None
+        return await serve_manifest_request(
+            request, cache, namespace, target.name, api.arg, accept, origin
+        )
+    return await answer(await send(request.method, api.arg))
+
+
+async def _answer(
+    request: web.Request, api: ApiPath, target: Target, ns: str | None, response: ClientResponse
+) -> web.StreamResponse:
+    app = request.app
+    upstream = app[SETTINGS_KEY].upstreams[target.upstream]
     if response.status == 401:
         raise await _refused_upstream(response, target.upstream)
     link = None

@@ -12,6 +12,7 @@ timeouts, routing, limits) and the checks that span sections; the rest is one co
 - ``upstreams``: the registries behind the gateway and their credentials
 - ``vault``: the Vault/OpenBao connection and login
 - ``clients``: caller authentication, groups, tenants and access rules
+- ``cache``: the content-addressed cache (store, size, freshness)
 
 Every public name of the package is importable from ``gateway.settings``.
 """
@@ -25,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from .cache import CacheSettings, parse_cache
 from .clients import parse_clients
 from .model import (
     DOCKER_HUB,
@@ -62,6 +64,7 @@ __all__ = [
     "REGISTRY_ALIASES",
     "AccessRule",
     "BasicCredentialsSpec",
+    "CacheSettings",
     "ClientsSettings",
     "ConfigError",
     "CredentialsSpec",
@@ -100,7 +103,7 @@ class ConfigError(Exception):
 
 _TOP_KEYS = {
     "listen", "public_url", "tls", "log", "metrics", "timeouts", "shutdown_grace",
-    "routing", "upstreams", "vault", "clients", "limits",
+    "routing", "upstreams", "vault", "clients", "limits", "cache",
 }  # fmt: skip
 
 
@@ -206,6 +209,7 @@ def parse_settings(
                             "callers have no tenant")  # fmt: skip
 
     limits = _parse_limits(raw.get("limits"), reader)
+    cache = parse_cache(raw.get("cache"), reader)
 
     if problems:
         raise ConfigError(problems)
@@ -223,6 +227,7 @@ def parse_settings(
         vault=vault,
         clients=clients,
         limits=limits,
+        cache=cache,
         source=source,
     )
 

@@ -16,6 +16,7 @@ from typing import Literal
 from yarl import URL
 
 from ..secret import Secret
+from .cache import CacheSettings
 
 DOCKER_HUB = "docker.io"
 # Names clients use for Docker Hub (distribution/reference normalize.go).
@@ -79,6 +80,7 @@ class UpstreamSettings:
     ca_file: Path | None = None
     token_realms: tuple[str, ...] = ()
     credentials: CredentialsSpec | None = None
+    cache: bool = True  # false: never cache this upstream's content
 
     @property
     def host(self) -> str:
@@ -208,6 +210,7 @@ class Settings:
     vault: VaultSettings | None = None
     clients: ClientsSettings = field(default_factory=ClientsSettings)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
+    cache: CacheSettings = field(default_factory=CacheSettings)
     source: str = "<embedded default>"
 
     def summary(self) -> str:

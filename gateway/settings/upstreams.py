@@ -105,7 +105,15 @@ def _parse_credentials(data: Any, path: str, reader: Reader) -> CredentialsSpec 
     return VaultCredentialsSpec(secret_path.strip("/"), reader.string(vault, "mount", vpath))
 
 
-_UPSTREAM_KEYS = {"url", "redirects", "tls_verify", "ca_file", "token_realms", "credentials"}
+_UPSTREAM_KEYS = {
+    "url",
+    "redirects",
+    "tls_verify",
+    "ca_file",
+    "token_realms",
+    "credentials",
+    "cache",
+}
 
 
 def parse_upstream(key: str, data: Any, path: str, reader: Reader) -> UpstreamSettings | None:
@@ -122,6 +130,7 @@ def parse_upstream(key: str, data: Any, path: str, reader: Reader) -> UpstreamSe
         if "/" in realm or not realm:
             reader.fail(join_key(path, "token_realms"), f'{realm!r} must be "host" or "host:port"')
     credentials = _parse_credentials(raw.get("credentials"), join_key(path, "credentials"), reader)
+    cache = reader.boolean(raw, "cache", path, True)
     if url is None:
         return None
     return UpstreamSettings(
@@ -132,4 +141,5 @@ def parse_upstream(key: str, data: Any, path: str, reader: Reader) -> UpstreamSe
         ca_file=ca_file,
         token_realms=tuple(r.lower() for r in realms),
         credentials=credentials,
+        cache=cache,
     )
