@@ -9,6 +9,7 @@ caller sees a short body, never a complete-looking wrong one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 from aiohttp import web
@@ -146,9 +147,11 @@ async def serve_fill(
     counted = _sent(request)
     await response.prepare(request)
     try:
-        async for chunk in fill.follow(start, end):
-            await response.write(chunk)
-            counted.add(len(chunk))
+        # aclosing: a caller hanging up stops following at once (the fill itself goes on).
+        async with contextlib.aclosing(fill.follow(start, end)) as chunks:
+            async for chunk in chunks:
+                await response.write(chunk)
+                counted.add(len(chunk))
     except FillFailed as exc:
         if request.transport is not None:
             request.transport.abort()  # a short body, never a clean end of wrong bytes
