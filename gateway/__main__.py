@@ -15,6 +15,7 @@ from aiohttp import web
 
 from . import __version__, connections
 from .app import create_admin_app, create_app
+from .cache import commands as cache_commands
 from .credentials.store import UpstreamCredentialStore
 from .credentials.vault import VaultCredentialStore
 from .keys import METRICS_KEY, READINESS_KEY
@@ -60,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="config file (default: $REGISTRY_GATEWAY_CONFIG, else the embedded default)",
     )
+    cache_commands.add_parser(commands)
     return parser
 
 
@@ -87,6 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for skipped in settings.unchecked:
             print(f"not checked: {skipped}")
         return 0
+    if args.command == "cache":
+        return cache_commands.run(args)
     if args.command == "serve":
         try:
             settings = load_settings(args.config)

@@ -9,12 +9,15 @@ import aiohttp
 from aiohttp import web
 
 from .access.gatekeeper import Gatekeeper
+from .cache.responses import mark_response
+from .cache.service import Cache
 from .credentials.base import CredentialStore
 from .credentials.store import UpstreamCredentialStore
 from .credentials.vault import VaultCredentialStore
 from .health import Readiness
 from .keys import (
     ACCESS_KEY,
+    CACHE_KEY,
     METRICS_KEY,
     PASSTHROUGH_KEY,
     PUSH_KEY,
@@ -28,7 +31,7 @@ from .keys import (
 from .metrics import Metrics
 from .middlewares import on_prepare, request_context
 from .probe import probe_loops
-from .push.service import PushService
+from .push.service import ManifestWritten, PushService
 from .routes import add_admin_routes, add_routes
 from .routing import Router
 from .settings import Settings
@@ -75,6 +78,19 @@ def create_app(
         app[READINESS_KEY].add_check("vault", vault.problem)
     store = credentials or UpstreamCredentialStore(settings.upstreams, vault=vault)
     app.on_response_prepare.append(on_prepare)
+    app[CACHE_KEY] = Cache(settings.cache, app[METRICS_KEY])
+    if settings.cache.enabled:
+        app.cleanup_ctx.append(app[CACHE_KEY].lifecycle)
+        app[READINESS_KEY].add_check("cache", app[CACHE_KEY].problem)
+        app.on_response_prepare.append(mark_response)
+        cache = app[CACHE_KEY]
+
+        async def forget_pushed_tag(event: ManifestWritten) -> None:
+            # CONTRACT: a tag pushed through the gateway is seen by the next pull at once.
+            upstream = settings.upstreams[event.upstream]
+            cache.forget_tag(upstream, event.tenant, event.name, event.reference)
+
+        app[PUSH_KEY].manifest_hooks.append(forget_pushed_tag)
 
     async def upstream_session(app: web.Application) -> AsyncIterator[None]:
         timeout = aiohttp.ClientTimeout(

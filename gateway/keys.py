@@ -6,6 +6,7 @@ import aiohttp
 from aiohttp import web
 
 from .access.gatekeeper import Gatekeeper
+from .cache.service import Cache
 from .health import Readiness
 from .metrics import Metrics, SentBytes
 from .push.service import PushService
@@ -28,6 +29,7 @@ READINESS_KEY = web.AppKey("readiness", Readiness)
 PASSTHROUGH_KEY = web.AppKey[Passthrough | None]("passthrough")
 ACCESS_KEY = web.AppKey("access", Gatekeeper)
 PUSH_KEY = web.AppKey("push", PushService)  # upload sessions and write hooks (push/)
+CACHE_KEY = web.AppKey("cache", Cache)
 
 # Per-request values (request[...]): set by handlers, read by the request middleware.
 REQUEST_ID = web.RequestKey("request_id", str)
@@ -41,3 +43,5 @@ TENANT = web.RequestKey[str | None]("tenant")
 EXCHANGE = web.RequestKey("exchange", Exchange)
 SENT = web.RequestKey("sent", SentBytes)  # body bytes relayed to the caller, counted as written
 RELAYED = web.RequestKey("relayed", Relayed)  # how a relayed body went (cut short, passthrough)
+# hit, miss, stale or bypass when the cache answered or was asked
+CACHE_RESULT = web.RequestKey("cache", str)

@@ -150,3 +150,27 @@ class Metrics:
             "(upstreams with probe_interval only).",
             ["upstream"], registry=r,
         )  # fmt: skip
+        self.cache_requests = Counter(
+            "registry_gateway_cache_requests_total", "Manifest and blob requests by cache outcome.",
+            ["kind", "result"], registry=r,
+        )  # fmt: skip
+        self.cache_bytes_served = Counter(
+            "registry_gateway_cache_bytes_served_total", "Body bytes answered from the cache.",
+            registry=r,
+        )  # fmt: skip
+        self.cache_size = Gauge(
+            "registry_gateway_cache_size_bytes", "Bytes stored in the cache.", registry=r
+        )
+        self.cache_evictions = Counter(
+            "registry_gateway_cache_evictions_total", "Cache entries evicted for space.",
+            registry=r,
+        )  # fmt: skip
+        self.cache_fills_inflight = Gauge(
+            "registry_gateway_cache_fills_inflight", "Upstream fetches filling the cache now.",
+            registry=r,
+        )  # fmt: skip
+        self.cache_integrity_failures = Counter(
+            "registry_gateway_cache_integrity_failures_total",
+            "Upstream content that did not hash to its digest (never published).",
+            ["upstream"], registry=r,
+        )  # fmt: skip

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from .errors import RegistryError, render, render_status
 from .keys import (
+    CACHE_RESULT,
     EXCHANGE,
     METRICS_KEY,
     NAME,
@@ -139,6 +140,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             upstream_auth=exchange.auth if exchange else None,
             redirects=exchange.redirects if exchange else None,
             relay="passthrough" if relayed is not None and relayed.passthrough else None,
+            cache=request.get(CACHE_RESULT),
             error=error,
         )
 

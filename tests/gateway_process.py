@@ -47,6 +47,10 @@ class GatewayProcess(Stoppable):
         port = port or free_port()
         full = {"listen": f"127.0.0.1:{port}", "log": {"format": "json", "level": "info"}}
         full.update(config)
+        # The gateway caches by default: under the test's workdir, never the machine's cache dir.
+        cache = dict(full.get("cache") or {})
+        cache.setdefault("dir", str(workdir / "cache"))
+        full["cache"] = cache
         config_path = workdir / "gateway.yaml"
         config_path.write_text(yaml.safe_dump(dict(full), sort_keys=False))
         log_path = workdir / "gateway.log"

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ..cache.pull import serve_manifest_request
 from ..errors import DigestInvalid, TagInvalid
 from ..keys import ROUTE
 from ..oci.media import manifest_accept
 from ..oci.names import is_valid_digest, is_valid_tag, looks_like_digest
-from .pull import admit, answer, from_upstream, pull_only
+from .pull import admit, answer, cache_origin, from_upstream, pull_only
 
 
 def validate_reference(reference: str) -> None:
@@ -27,6 +28,11 @@ async def manifest(request: web.Request) -> web.StreamResponse:
     reference = request.match_info["reference"]
     target = await admit(request, lambda: validate_reference(reference))
     accept = manifest_accept(request.headers.getall("Accept", []))
+    if cached := cache_origin(request, target, "manifest", accept=accept):
+        cache, namespace, origin = cached
+        return await serve_manifest_request(
+            request, cache, namespace, target.name, reference, accept, origin
+        )
     response = await from_upstream(
         request, target, "manifest", f"manifests/{reference}", accept=accept
     )

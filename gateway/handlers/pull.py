@@ -16,9 +16,12 @@ from aiohttp import ClientResponse, web
 from yarl import URL
 
 from ..access.gatekeeper import Decision
+from ..cache.pull import Origin
+from ..cache.service import Cache
 from ..errors import Denied, NameUnknown, Unsupported
 from ..keys import (
     ACCESS_KEY,
+    CACHE_KEY,
     EXCHANGE,
     METRICS_KEY,
     NAME,
@@ -95,8 +98,10 @@ async def from_upstream(
     *,
     accept: list[str] | None = None,
     query: list[tuple[str, str]] | None = None,
+    method: str | None = None,
 ) -> ClientResponse:
-    """Send the pull to the upstream; its open response, never an upstream 401."""
+    """Send the pull (as ``method``, default the caller's) to the upstream; its open response,
+    never an upstream 401."""
     app = request.app
     upstream = app[SETTINGS_KEY].upstreams[target.upstream]
     url = URL(f"{upstream.url}/v2/{target.name}/{path}")
@@ -104,7 +109,7 @@ async def from_upstream(
     response = await app[UPSTREAM_KEY].send(
         UpstreamRequest(
             upstream,
-            request.method,
+            method or request.method,
             url.with_query(query) if query else url,
             upstream_request_headers(request.headers, accept, USER_AGENT),
             scopes=(str(pull_scope(target.name)),),
@@ -148,6 +153,27 @@ async def answer(
         response.release()  # no-op after a full read; drops a half-read connection
     request[RELAYED] = relayed
     return relayed.response
+
+
+def cache_origin(
+    request: web.Request, target: Target, route: Route, *, accept: list[str] | None = None
+) -> tuple[Cache, str, Origin] | None:
+    """The cache, this caller's namespace in it and the way upstream, when the cache applies."""
+    cache = request.app[CACHE_KEY]
+    upstream = request.app[SETTINGS_KEY].upstreams[target.upstream]
+    namespace = cache.namespace(upstream, request.get(TENANT))
+    if namespace is None:
+        return None
+    folder = "blobs" if route == "blob" else "manifests"
+
+    async def send(method: str, reference: str) -> ClientResponse:
+        path = f"{folder}/{reference}"
+        return await from_upstream(request, target, route, path, accept=accept, method=method)
+
+    async def relay_answer(response: ClientResponse) -> web.StreamResponse:
+        return await answer(request, target, route, response)
+
+    return cache, namespace, Origin(target.upstream, send, relay_answer)
 
 
 async def _refused_upstream(response: ClientResponse, upstream: str) -> Denied:

@@ -12,6 +12,7 @@ timeouts, routing, limits) and the checks that span sections; the rest is one co
 - ``upstreams``: the registries behind the gateway and their credentials
 - ``vault``: the Vault/OpenBao connection and login
 - ``clients``: caller authentication, groups, tenants and access rules
+- ``cache``: the content-addressed cache (store, size, freshness)
 
 Every public name of the package is importable from ``gateway.settings``.
 """
@@ -25,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from .cache import CacheSettings, parse_cache
 from .clients import parse_clients
 from .model import (
     DOCKER_HUB,
@@ -64,6 +66,7 @@ __all__ = [
     "REGISTRY_ALIASES",
     "AccessRule",
     "BasicCredentialsSpec",
+    "CacheSettings",
     "ClientsSettings",
     "ConfigError",
     "CredentialsSpec",
@@ -103,7 +106,7 @@ class ConfigError(Exception):
 
 _TOP_KEYS = {
     "listen", "public_url", "tls", "log", "metrics", "timeouts", "shutdown_grace",
-    "routing", "upstreams", "vault", "clients", "limits", "streaming",
+    "routing", "upstreams", "vault", "clients", "limits", "streaming", "cache",
 }  # fmt: skip
 
 
@@ -233,6 +236,7 @@ def parse_settings(
     limits = _parse_limits(raw.get("limits"), reader)
     sraw = reader.mapping(raw.get("streaming"), "streaming", {"passthrough"})
     streaming = StreamingSettings(reader.boolean(sraw, "passthrough", "streaming", True))
+    cache = parse_cache(raw.get("cache"), reader)
 
     if problems:
         raise ConfigError(problems, tuple(reader.unchecked))
@@ -251,6 +255,7 @@ def parse_settings(
         clients=clients,
         limits=limits,
         streaming=streaming,
+        cache=cache,
         source=source,
         notes=tuple(notes),
         unchecked=tuple(reader.unchecked),

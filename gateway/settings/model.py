@@ -16,6 +16,7 @@ from typing import Literal
 from yarl import URL
 
 from ..secret import Secret
+from .cache import CacheSettings
 
 DOCKER_HUB = "docker.io"
 # Names clients use for Docker Hub (distribution/reference normalize.go).
@@ -81,6 +82,7 @@ class UpstreamSettings:
     credentials: CredentialsSpec | None = None
     probe_interval: float | None = None  # seconds between background probes; None: never
     push: bool = False  # relay the push API here (callers still need the push action)
+    cache: bool = True  # false: never cache this upstream's content
 
     @property
     def host(self) -> str:
@@ -222,6 +224,7 @@ class Settings:
     clients: ClientsSettings = field(default_factory=ClientsSettings)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
     streaming: StreamingSettings = field(default_factory=StreamingSettings)
+    cache: CacheSettings = field(default_factory=CacheSettings)
     source: str = "<embedded default>"
     # What the file left to a default that a user may not expect (check-config prints them).
     notes: tuple[str, ...] = ()

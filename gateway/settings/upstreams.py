@@ -107,7 +107,7 @@ def _parse_credentials(data: Any, path: str, reader: Reader) -> CredentialsSpec 
 
 _UPSTREAM_KEYS = {
     "url", "redirects", "tls_verify", "ca_file", "token_realms", "credentials", "probe_interval",
-    "push",
+    "push", "cache",
 }  # fmt: skip
 MIN_PROBE_INTERVAL = 1.0  # seconds; a probe is a /v2/ round trip and maybe a token fetch
 
@@ -132,6 +132,7 @@ def parse_upstream(key: str, data: Any, path: str, reader: Reader) -> UpstreamSe
             reader.number(raw, "probe_interval", path, 60.0, minimum=MIN_PROBE_INTERVAL)
         )
     push = reader.boolean(raw, "push", path, False)
+    cache = reader.boolean(raw, "cache", path, True)
     if url is None:
         return None
     return UpstreamSettings(
@@ -144,4 +145,5 @@ def parse_upstream(key: str, data: Any, path: str, reader: Reader) -> UpstreamSe
         credentials=credentials,
         probe_interval=probe_interval,
         push=push,
+        cache=cache,
     )

@@ -18,9 +18,10 @@ CLIENTS = CONFIG / "clients"
 
 UPSTREAM_KEYS = {
     "url", "redirects", "tls_verify", "ca_file", "token_realms", "credentials", "probe_interval",
-    "push",
+    "push", "cache",
 }  # fmt: skip
 TOP_LEVEL_KEYS = {
+    "cache",
     "limits",
     "listen",
     "public_url",
@@ -100,6 +101,10 @@ def test_annotated_example_sets_every_top_level_and_upstream_key() -> None:
     assert set(config["metrics"]) == {"path", "listen"}
     assert set(config["timeouts"]) == {"connect", "read"}
     assert set(config["routing"]) == {"default", "hosts"}
+    assert set(config["cache"]) == {
+        "enabled", "store", "dir", "max_size", "tag_ttl", "max_stale", "negative_ttl",
+        "fill_timeout",
+    }  # fmt: skip
     assert set(config["limits"]) == {
         "max_connections", "max_line_size", "max_field_size", "max_headers", "keepalive_timeout",
         "max_manifest_size", "upload_session_ttl",

@@ -94,9 +94,13 @@ async def gateway_for(
 ) -> tuple[TestServer, GatewayProcess]:
     server = await aiohttp_server(app)
     key = authority(server)
+    # These tests are about the relay paths: uncached (the cache's fills have their own tests).
     gateway = start_gateway(
         gateway_config(
-            {key: upstream(base_url(server))}, default=key, timeouts={"read": READ_TIMEOUT}
+            {key: upstream(base_url(server))},
+            default=key,
+            timeouts={"read": READ_TIMEOUT},
+            cache={"enabled": False},
         )
     )
     return server, gateway

@@ -348,3 +348,25 @@ async def test_uploaded_bytes_are_counted_per_upstream(gateway: Client) -> None:
     name = unique()
     await push_blob(gateway, await pusher(gateway, "alice", name), name, random_bytes(123_456))
     assert await uploaded() - before == 123_456
+
+
+async def test_a_tag_pushed_through_the_gateway_is_pulled_at_once(gateway: Client) -> None:
+    """A cached tag (tag_ttl 60 s) pushed anew through the gateway: the next pull sees the new
+    manifest, not the cached one."""
+    name = unique("team-a")
+    auth = await pusher(gateway, "alice", name)
+    config_digest = await push_blob(gateway, auth, name, EMPTY_CONFIG)
+    headers = {**auth, "Content-Type": OCI_MANIFEST}
+    pulled = []
+    for size in (1000, 2000):
+        layer = random_bytes(size)
+        body = manifest_for(config_digest, await push_blob(gateway, auth, name, layer), size)
+        put = await gateway.put(f"/v2/{PUSH}/{name}/manifests/v1", data=body, headers=headers)
+        assert put.status == 201, await put.text()
+        for _ in range(2):  # the second pull of the same push is answered from the cache
+            got = await gateway.get(
+                f"/v2/{PUSH}/{name}/manifests/v1", headers={**auth, "Accept": OCI_MANIFEST}
+            )
+            assert got.status == 200
+            pulled.append((await got.read() == body, got.headers.get("X-Cache")))
+    assert pulled == [(True, "MISS"), (True, "HIT"), (True, "MISS"), (True, "HIT")]
