@@ -231,8 +231,9 @@ def _parse_limits(data: Any, reader: Reader) -> LimitsSettings:
     raw = reader.mapping(
         data,
         "limits",
-        {"max_connections", "max_line_size", "max_field_size", "max_headers", "keepalive_timeout"},
-    )
+        {"max_connections", "max_line_size", "max_field_size", "max_headers", "keepalive_timeout",
+         "max_header_size", "header_timeout"},
+    )  # fmt: skip
     return LimitsSettings(
         max_connections=reader.number(
             raw, "max_connections", "limits", 1024, minimum=1, integer=True
@@ -246,6 +247,10 @@ def _parse_limits(data: Any, reader: Reader) -> LimitsSettings:
         max_headers=reader.number(raw, "max_headers", "limits", 128, minimum=8, integer=True),
         # Also how long a connection may stay silent before its first request: never 0.
         keepalive_timeout=reader.number(raw, "keepalive_timeout", "limits", 75.0, minimum=1),
+        max_header_size=reader.number(
+            raw, "max_header_size", "limits", 65536, minimum=1024, integer=True
+        ),
+        header_timeout=reader.number(raw, "header_timeout", "limits", 10.0, minimum=1),
     )
 
 
