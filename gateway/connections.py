@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -130,6 +131,36 @@ def head_ends_within(tail: bytes, data: bytes, room: int) -> bool:
     return _HEAD_END in tail[-3:] + data[: max(room, 0)]
 
 
+class RejectionLog:
+    """``request_rejected`` lines for refused request heads, at most one per reason a second.
+
+    A flood of unfinished heads is refused in bursts (hundreds of timers fire in one loop
+    iteration); a line per connection would cost the loop more than the refusals themselves,
+    and would let the flood write the log. The lines in between are counted into the next
+    one's ``suppressed``; the request metric still counts every refusal.
+    """
+
+    def __init__(self, interval: float = 1.0, clock: Callable[[], float] = time.monotonic):
+        self._interval = interval
+        self._clock = clock
+        self._last: dict[int, float] = {}
+        self._suppressed: dict[int, int] = {}
+
+    def rejected(self, status: int, reason: str, remote: str | None, request_id: str) -> None:
+        now = self._clock()
+        last = self._last.get(status)
+        if last is not None and now - last < self._interval:
+            self._suppressed[status] = self._suppressed.get(status, 0) + 1
+            return
+        self._last[status] = now
+        suppressed = self._suppressed.pop(status, 0)
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        log.warning(
+            "request_rejected", status=status, reason=reason, remote=remote, suppressed=suppressed
+        )
+
+
 class _Refusal:
     """A connection over the cap: read its request head, answer 503, close."""
 
@@ -189,6 +220,7 @@ class GatewayRequestHandler(web.RequestHandler):
         "_metrics",
         "_refusal",
         "_rejected",
+        "_rejections",
     )
 
     def __init__(
@@ -199,6 +231,7 @@ class GatewayRequestHandler(web.RequestHandler):
         metrics: Metrics,
         max_header_size: int = 65536,
         header_timeout: float = 10.0,
+        rejections: RejectionLog | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(manager, **kwargs)
@@ -213,6 +246,7 @@ class GatewayRequestHandler(web.RequestHandler):
         self._head_timer: asyncio.TimerHandle | None = None
         self._last_payload: Any = None
         self._rejected = False
+        self._rejections = rejections or RejectionLog()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if not self._limit.acquire():
@@ -271,11 +305,9 @@ class GatewayRequestHandler(web.RequestHandler):
         self._cancel_head_timer()
         transport = self.transport
         request_id = uuid.uuid4().hex
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=request_id)
         peer = transport.get_extra_info("peername") if transport is not None else None
         remote = peer[0] if isinstance(peer, tuple) else None
-        log.warning("request_rejected", status=status, reason=reason, remote=remote)
+        self._rejections.rejected(status, reason, remote, request_id)
         self._metrics.requests.labels("other", "other", str(status)).inc()
         if transport is None or transport.is_closing():
             return
@@ -362,6 +394,7 @@ def protocol_factory(
         raise RuntimeError("runner.setup() must run before the listener is built")
     loop = asyncio.get_running_loop()
     limit = ConnectionLimit(limits.max_connections, metrics)
+    rejections = RejectionLog()
     kwargs = handler_kwargs(limits)
 
     def factory() -> GatewayRequestHandler:
@@ -372,6 +405,7 @@ def protocol_factory(
             metrics=metrics,
             max_header_size=limits.max_header_size,
             header_timeout=limits.header_timeout,
+            rejections=rejections,
             **kwargs,
         )
 

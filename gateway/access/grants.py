@@ -37,6 +37,7 @@ MAX_SCOPES = 32
 MAX_SCOPE_LENGTH = 512
 # How much of a caller-chosen value an audit line or an error message repeats.
 QUOTE_LIMIT = 128
+AUDIT_SCOPES = 8
 _FORM_CHARSETS = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})
 _BEARER_PREFIX = len("Authorization: Bearer ")
 
@@ -217,8 +218,9 @@ class TokenGrants:
             grant=grant,
             principal=clip(principal.label),
             tenant=principal.tenant,
-            scopes=[clip(str(s), MAX_SCOPE_LENGTH) for s in requested],
-            granted=[str(s) for s in granted],
+            scopes=[clip(str(s)) for s in requested[:AUDIT_SCOPES]],
+            scope_count=len(requested),
+            granted=[clip(str(s)) for s in granted[:AUDIT_SCOPES]],
             result=result,
             reason=clip(reason, 2 * QUOTE_LIMIT),
         )
