@@ -117,6 +117,7 @@ class HealthProbe:
         self.port = port
         self.interval = interval
         self.latencies: list[float] = []
+        self.slow: list[tuple[float, float]] = []  # (wall-clock start, seconds) over 100 ms
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="healthz-probe", daemon=True)
 
@@ -144,7 +145,10 @@ class HealthProbe:
                 if sock is not None:
                     sock.close()
                 sock = None
-            self.latencies.append(time.perf_counter() - started if ok else float("inf"))
+            latency = time.perf_counter() - started if ok else float("inf")
+            self.latencies.append(latency)
+            if latency > 0.1:
+                self.slow.append((time.time() - latency, latency))
             self._stop.wait(self.interval)
         if sock is not None:
             sock.close()
@@ -152,6 +156,16 @@ class HealthProbe:
     @property
     def worst(self) -> float:
         return max(self.latencies)
+
+    def summary(self) -> str:
+        ordered = sorted(self.latencies)
+        if not ordered:
+            return "no probes"
+        p50, p99 = ordered[len(ordered) // 2], ordered[int(len(ordered) * 0.99)]
+        return (
+            f"{len(ordered)} probes, p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, "
+            f"worst {ordered[-1] * 1000:.1f} ms"
+        )
 
     def over(self, seconds: float) -> list[float]:
         return [latency for latency in self.latencies if latency > seconds]
