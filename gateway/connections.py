@@ -38,6 +38,7 @@ from aiohttp import HttpVersion11, web
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 
 from .errors import API_VERSION_HEADER, envelope, render_status
+from .heap import HeapTrimmer
 from .keys import METRICS_KEY
 from .log import get_logger
 from .metrics import Metrics
@@ -64,11 +65,12 @@ _REASONS = {
 class ConnectionLimit:
     """Open caller connections against ``maximum``; shared by every connection of a listener."""
 
-    def __init__(self, maximum: int, metrics: Metrics) -> None:
+    def __init__(self, maximum: int, metrics: Metrics, heap: HeapTrimmer | None = None) -> None:
         self.maximum = maximum
         self.open = 0
         self._metrics = metrics
         self._saturated = False
+        self._heap = heap
 
     def acquire(self) -> bool:
         """Count one more open connection, or False when the cap is reached."""
@@ -86,6 +88,8 @@ class ConnectionLimit:
     def release(self) -> None:
         self.open -= 1
         self._metrics.connections.set(self.open)
+        if self._heap is not None:
+            self._heap.note(self.open)  # a burst that went away gives its memory back
         if self._saturated and self.open < self.maximum:
             self._saturated = False
             log.info("connection_limit_cleared", max_connections=self.maximum)
@@ -229,7 +233,7 @@ class GatewayRequestHandler(web.RequestHandler):
         *,
         limit: ConnectionLimit,
         metrics: Metrics,
-        max_header_size: int = 65536,
+        max_header_size: int = 32768,
         header_timeout: float = 10.0,
         rejections: RejectionLog | None = None,
         **kwargs: Any,
@@ -393,7 +397,7 @@ def protocol_factory(
     if server is None:
         raise RuntimeError("runner.setup() must run before the listener is built")
     loop = asyncio.get_running_loop()
-    limit = ConnectionLimit(limits.max_connections, metrics)
+    limit = ConnectionLimit(limits.max_connections, metrics, HeapTrimmer())
     rejections = RejectionLog()
     kwargs = handler_kwargs(limits)
 

@@ -248,7 +248,7 @@ def _parse_limits(data: Any, reader: Reader) -> LimitsSettings:
         # Also how long a connection may stay silent before its first request: never 0.
         keepalive_timeout=reader.number(raw, "keepalive_timeout", "limits", 75.0, minimum=1),
         max_header_size=reader.number(
-            raw, "max_header_size", "limits", 65536, minimum=1024, integer=True
+            raw, "max_header_size", "limits", 32768, minimum=1024, integer=True
         ),
         header_timeout=reader.number(raw, "header_timeout", "limits", 10.0, minimum=1),
     )

@@ -192,7 +192,7 @@ class LimitsSettings:
     max_field_size: int = 8190
     max_headers: int = 128
     keepalive_timeout: float = 75.0
-    max_header_size: int = 65536  # total bytes of one request head (line + fields): 431 past it
+    max_header_size: int = 32768  # total bytes of one request head (line + fields): 431 past it
     header_timeout: float = 10.0  # seconds from a head's first byte to its end: 408 past it
 
 

@@ -23,7 +23,7 @@ from tests.hostile.conftest import gateway_config, log_problems
 from tests.hostile.wire import HealthProbe, build, exchange, read_reply
 
 MIB = 1 << 20
-MAX_HEADER_SIZE = 65536
+MAX_HEADER_SIZE = 32768
 HEADER_TIMEOUT = 2
 CONNECTIONS = 400
 RSS_LIMIT = 256 * MIB
@@ -60,8 +60,8 @@ def padded_head(total: int, *, finished: bool) -> bytes:
 
 
 def test_header_block_total_over_the_cap_is_431(gateway: GatewayProcess) -> None:
-    """A head of ~100 KiB in lines each under max_field_size is refused 431 in the envelope."""
-    reply = exchange(gateway.port, padded_head(100_000, finished=True))
+    """A head of ~48 KiB in lines each under max_field_size is refused 431 in the envelope."""
+    reply = exchange(gateway.port, padded_head(48_000, finished=True))
     assert reply.status == 431, reply
     assert reply.envelope_codes() == ["UNSUPPORTED"]
     assert reply.json()["errors"][0]["detail"] == {"max_header_size": MAX_HEADER_SIZE}
@@ -69,8 +69,8 @@ def test_header_block_total_over_the_cap_is_431(gateway: GatewayProcess) -> None
 
 
 def test_header_block_total_under_the_cap_is_served(gateway: GatewayProcess) -> None:
-    """A head of ~60 KiB (under limits.max_header_size) is parsed and answered normally."""
-    reply = exchange(gateway.port, padded_head(60_000, finished=True))
+    """A head of ~30 KiB (under limits.max_header_size) is parsed and answered normally."""
+    reply = exchange(gateway.port, padded_head(30_000, finished=True))
     assert reply.status == 401, reply  # token mode: /v2/ without a token
     assert reply.headers["www-authenticate"].startswith("Bearer")
 
@@ -78,10 +78,10 @@ def test_header_block_total_under_the_cap_is_served(gateway: GatewayProcess) -> 
 def test_header_block_total_cap_applies_to_each_keepalive_request(
     gateway: GatewayProcess,
 ) -> None:
-    """Three 40 KiB heads on one kept-alive connection are each served: the count restarts."""
+    """Three 24 KiB heads on one kept-alive connection are each served: the count restarts."""
     with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
         for _ in range(3):
-            sock.sendall(padded_head(40_000, finished=True))
+            sock.sendall(padded_head(24_000, finished=True))
             assert read_reply(sock, time.perf_counter()).status == 401
 
 
