@@ -97,7 +97,8 @@ def test_annotated_example_sets_every_top_level_and_upstream_key() -> None:
     assert set(config["timeouts"]) == {"connect", "read"}
     assert set(config["routing"]) == {"default", "hosts"}
     assert set(config["limits"]) == {
-        "max_connections", "max_line_size", "max_field_size", "max_headers", "keepalive_timeout"
+        "max_connections", "max_line_size", "max_field_size", "max_headers", "keepalive_timeout",
+        "max_header_size", "header_timeout",
     }  # fmt: skip
     assert config["vault"] is None and config["clients"] is None
 
