@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from . import __version__, connections
+from .access.files import check_files
 from .app import create_app
 from .handlers import health
 from .keys import METRICS_KEY, READINESS_KEY
@@ -53,6 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check-config":
         try:
             settings = load_settings(args.path)
+            check_files(settings.clients)  # the htpasswd file and signing key, read as serve would
         except ConfigError as exc:
             _print_problems(exc)
             return EXIT_CONFIG
@@ -67,6 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(settings.log.format, settings.log.level)
         try:
             return asyncio.run(serve(settings))
+        except ConfigError as exc:  # a file create_app loads (access/files.py), before listening
+            _print_problems(exc)
+            return EXIT_CONFIG
         except KeyboardInterrupt:
             return 130
     _parser().print_help(sys.stderr)

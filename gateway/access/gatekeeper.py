@@ -42,12 +42,12 @@ from .authenticators import (
     NoAuth,
     TokenAuth,
 )
+from .files import load_files
 from .grants import TokenGrants, clip
 from .htpasswd import Htpasswd
 from .logins import Logins
 from .policy import Policy, Principal
 from .ratelimit import LoginLimiter, client_address, parse_networks
-from .signing import generate_signing_key, load_signing_key
 from .tokens import TokenService
 
 log = get_logger("gateway.access")
@@ -136,27 +136,22 @@ class Gatekeeper:
 
     @classmethod
     def from_settings(cls, settings: Settings, *, metrics: Metrics, router: Router) -> Gatekeeper:
-        """Read the htpasswd file and the signing key (both validated by load_settings)."""
+        """Load the htpasswd file and the signing key once; ConfigError when unusable."""
         clients = settings.clients
-        if clients.auth == "none":
-            return cls(settings, metrics=metrics, router=router)
-        assert clients.htpasswd is not None
-        users = Htpasswd(clients.htpasswd)
+        files = load_files(clients)
         tokens = None
-        if clients.auth == "token":
-            key_file = clients.token.key_file
-            key = load_signing_key(key_file.read_bytes()) if key_file else generate_signing_key()
-            if key.generated:
+        if files.key is not None:
+            if files.key.generated:
                 note = "tokens die with this process; run one replica or set key_file"
-                log.warning("token_key_generated", kid=key.kid, note=note)
+                log.warning("token_key_generated", kid=files.key.kid, note=note)
             tokens = TokenService(
-                key,
+                files.key,
                 service=clients.token.service,
                 issuer=clients.token.issuer,
                 ttl=clients.token.ttl,
                 refresh_ttl=clients.token.refresh_ttl,
             )
-        return cls(settings, metrics=metrics, router=router, users=users, tokens=tokens)
+        return cls(settings, metrics=metrics, router=router, users=files.users, tokens=tokens)
 
     async def watch_users(self, _app: web.Application) -> AsyncIterator[None]:
         """cleanup_ctx: re-read the htpasswd file in the background while the app runs."""
