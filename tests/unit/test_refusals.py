@@ -1,4 +1,4 @@
-"""gateway.connections: the request-head bound's arithmetic and the rate-limited refusal line."""
+"""gateway.refusals: the request-head bound's arithmetic and the rate-limited refusal line."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import pytest
 from structlog.testing import capture_logs
 
-from gateway.connections import RejectionLog, head_ends_within, raw_response
+from gateway.refusals import RejectionLog, head_ends_within, raw_response
 
 
 @pytest.mark.parametrize(
