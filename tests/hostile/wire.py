@@ -157,6 +157,10 @@ class HealthProbe:
     def worst(self) -> float:
         return max(self.latencies)
 
+    def percentile(self, fraction: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(int(len(ordered) * fraction), len(ordered) - 1)]
+
     def summary(self) -> str:
         ordered = sorted(self.latencies)
         if not ordered:
