@@ -47,9 +47,26 @@ def basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
-def bearer(subject: str, *names: str) -> str:
-    scopes = [Scope("repository", name, ("pull",)) for name in names]
-    return "Bearer " + TOKENS.issue_access(subject, scopes).token
+class Issued:
+    """A bearer token signed when the test runs, not when the table is collected."""
+
+    def __init__(self, subject: str, *names: str) -> None:
+        self.subject, self.names = subject, names
+
+    def __repr__(self) -> str:
+        return f"bearer({self.subject!r}, {', '.join(self.names)})"
+
+    def header(self) -> str:
+        scopes = [Scope("repository", name, ("pull",)) for name in self.names]
+        return "Bearer " + TOKENS.issue_access(self.subject, scopes).token
+
+
+def bearer(subject: str, *names: str) -> Issued:
+    return Issued(subject, *names)
+
+
+def header_of(value: str | Issued | None) -> str | None:
+    return value.header() if isinstance(value, Issued) else value
 
 
 @pytest.fixture
@@ -143,13 +160,13 @@ async def test_bcrypt_queue_full_is_busy_not_a_wrong_password(
 )
 async def test_token_auth(
     policy: Policy,
-    header: str | None,
+    header: str | Issued | None,
     principal: str | None,
     failure: str | None,
     covers: str | None,
 ) -> None:
     """TokenAuth: no bearer token is missing, a bad one invalid, a good one its subject."""
-    outcome = await TokenAuth(TOKENS, policy).authenticate(Caller(header, ADDRESS))
+    outcome = await TokenAuth(TOKENS, policy).authenticate(Caller(header_of(header), ADDRESS))
     assert (outcome.principal.name, outcome.failure) == (principal, failure)
     if covers is not None:
         assert outcome.claims is not None and outcome.claims.covers(covers, "pull")
@@ -209,14 +226,14 @@ REALM = "https://gateway.test/token"
 async def test_gatekeeper_decides(
     tmp_path: Path,
     mode: str,
-    header: str | None,
+    header: str | Issued | None,
     target: Target | None,
     status: int | None,
     challenge: str | None,
 ) -> None:
     """decide() maps each authentication and rule outcome to the answer the spec wants."""
     decision = await gatekeeper(tmp_path, mode).decide(
-        Caller(header, ADDRESS), target, "pull", realm=REALM
+        Caller(header_of(header), ADDRESS), target, "pull", realm=REALM
     )
     if status is None:
         assert decision.error is None
