@@ -14,6 +14,7 @@ import aiohttp
 from aiohttp import web
 
 from . import __version__, connections
+from .access.files import check_files
 from .app import create_admin_app, create_app
 from .cache import commands as cache_commands
 from .credentials.store import UpstreamCredentialStore
@@ -75,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check-config":
         try:
             settings = load_settings(args.path, structure_only=args.structure_only)
+            if not args.structure_only:  # the htpasswd file and signing key, as serve reads them
+                check_files(settings.clients)
         except ConfigError as exc:
             _print_problems(exc)
             for skipped in exc.unchecked:
@@ -100,6 +103,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(settings.log.format, settings.log.level)
         try:
             return asyncio.run(serve(settings))
+        except ConfigError as exc:  # a file create_app loads (access/files.py), before listening
+            _print_problems(exc)
+            return EXIT_CONFIG
         except KeyboardInterrupt:
             return 130
     if args.command == "probe":

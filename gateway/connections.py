@@ -9,7 +9,15 @@ listens with a subclass that
 2. answers what aiohttp's HTTP parser rejects (request line or header field too long, too many
    headers, malformed HTTP) with the OCI error envelope, an ``X-Request-ID``, a log line and
    the request metrics, instead of a plain-text page and an ERROR traceback that quotes the
-   offending line (which may hold a credential).
+   offending line (which may hold a credential);
+3. bounds each request head as a whole: at most ``limits.max_header_size`` bytes (431) that
+   arrive within ``limits.header_timeout`` seconds of the first (408). aiohttp bounds each line
+   and the number of fields, so without this one caller's unfinished head could hold
+   ``max_headers * max_field_size`` (1 MiB by default) for as long as it trickles bytes in.
+   The head is measured before the parser sees it; a refused caller's further bytes are read
+   and dropped for a moment (so the answer is not lost to a reset), then the connection closes;
+4. answers an ``Expect`` other than ``100-continue`` with the envelope (417), not aiohttp's
+   plain-text page (``expect_handler``, used by the routes).
 
 The count is taken in ``connection_made`` and released in ``connection_lost``, both run on
 the event loop, so a burst accepted in one loop iteration cannot overshoot the cap.
@@ -25,31 +33,37 @@ from collections.abc import Callable
 from typing import Any
 
 import structlog
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 
-from .errors import API_VERSION_HEADER, envelope, render_status
+from .errors import render_status
+from .heap import HeapTrimmer
+from .keys import METRICS_KEY
 from .log import get_logger
 from .metrics import Metrics
+from .refusals import RejectionLog, head_ends_within, raw_response, refusal_response
 from .settings import LimitsSettings
 
 log = get_logger("gateway.connections")
 
-REQUEST_ID_HEADER = "X-Request-ID"
+REQUEST_ID_HEADER = "X-Request-ID"  # also in refusals.py
 # How much of a refused caller's request head is read before answering it.
 _REFUSAL_HEAD_LIMIT = 64 * 1024
 _REFUSAL_TIMEOUT = 5.0
 _REQUEST_LINE = re.compile(rb"^[A-Z]+ ")
+# How long a refused caller's bytes are still read (and dropped) after the answer.
+_LINGER = 1.0
 
 
 class ConnectionLimit:
     """Open caller connections against ``maximum``; shared by every connection of a listener."""
 
-    def __init__(self, maximum: int, metrics: Metrics) -> None:
+    def __init__(self, maximum: int, metrics: Metrics, heap: HeapTrimmer | None = None) -> None:
         self.maximum = maximum
         self.open = 0
         self._metrics = metrics
         self._saturated = False
+        self._heap = heap
 
     def acquire(self) -> bool:
         """Count one more open connection, or False when the cap is reached."""
@@ -67,28 +81,11 @@ class ConnectionLimit:
     def release(self) -> None:
         self.open -= 1
         self._metrics.connections.set(self.open)
+        if self._heap is not None:
+            self._heap.note(self.open)  # a burst that went away gives its memory back
         if self._saturated and self.open < self.maximum:
             self._saturated = False
             log.info("connection_limit_cleared", max_connections=self.maximum)
-
-
-def refusal_response(maximum: int) -> bytes:
-    """The raw HTTP/1.1 503 a caller over the connection cap receives before the close."""
-    body = envelope(
-        "UNAVAILABLE",
-        "too many connections to the gateway; retry shortly",
-        {"max_connections": maximum},
-    )
-    headers = {
-        "Content-Type": "application/json",
-        "Content-Length": str(len(body)),
-        "Retry-After": "1",
-        "Connection": "close",
-        REQUEST_ID_HEADER: uuid.uuid4().hex,
-        **API_VERSION_HEADER,
-    }
-    head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-    return f"HTTP/1.1 503 Service Unavailable\r\n{head}\r\n".encode("ascii") + body
 
 
 class _Refusal:
@@ -135,12 +132,40 @@ def _rejection(exc: BaseException | None) -> tuple[int, str]:
 
 
 class GatewayRequestHandler(web.RequestHandler):
-    """aiohttp's connection protocol with the connection cap and envelope parse errors."""
+    """aiohttp's connection protocol with the connection cap, head bounds and envelope errors.
 
-    __slots__ = ("_counted", "_limit", "_metrics", "_refusal", "_started", "_tls_hello")
+    The head bounds read two of aiohttp's ``RequestHandler`` internals: ``_request_count``
+    (a head was parsed) and ``_messages`` (its payload, to tell body bytes from head bytes).
+    tests/hostile/test_limits_memory.py fails if an aiohttp upgrade renames them.
+    """
+
+    __slots__ = (
+        "_counted",
+        "_head_bytes",
+        "_head_tail",
+        "_head_timeout",
+        "_head_timer",
+        "_last_payload",
+        "_limit",
+        "_max_head",
+        "_metrics",
+        "_refusal",
+        "_rejected",
+        "_rejections",
+        "_started",
+        "_tls_hello",
+    )
 
     def __init__(
-        self, manager: web.Server, *, limit: ConnectionLimit, metrics: Metrics, **kwargs: Any
+        self,
+        manager: web.Server,
+        *,
+        limit: ConnectionLimit,
+        metrics: Metrics,
+        max_header_size: int = 32768,
+        header_timeout: float = 10.0,
+        rejections: RejectionLog | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(manager, **kwargs)
         self._limit = limit
@@ -149,6 +174,14 @@ class GatewayRequestHandler(web.RequestHandler):
         self._refusal: _Refusal | None = None
         self._started = False  # the connection's first bytes have arrived
         self._tls_hello = False
+        self._max_head = max_header_size
+        self._head_timeout = header_timeout
+        self._head_bytes = 0
+        self._head_tail = b""
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._last_payload: Any = None
+        self._rejected = False
+        self._rejections = rejections or RejectionLog()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if not self._limit.acquire():
@@ -164,9 +197,67 @@ class GatewayRequestHandler(web.RequestHandler):
         if not self._started:
             self._started = True
             self._tls_hello = data.startswith(_TLS_HANDSHAKE)
+        if self._rejected:
+            return  # answered already: drop what the caller still sends until the close
+        in_head = self._reading_head()
+        if in_head:
+            room = self._max_head - self._head_bytes
+            if len(data) > room and not head_ends_within(self._head_tail, data, room):
+                self._reject_head(431, "request header block too large")
+                return
+            if self._head_timer is None:
+                loop = asyncio.get_running_loop()
+                self._head_timer = loop.call_later(self._head_timeout, self._head_too_slow)
+        parsed = self._request_count
         super().data_received(data)
+        if self._request_count != parsed:
+            # One or more heads ended in this chunk: the next one starts from zero.
+            self._head_bytes = 0
+            self._head_tail = b""
+            self._cancel_head_timer()
+            self._last_payload = self._messages[-1][1] if self._messages else None
+        elif in_head:
+            self._head_bytes += len(data)
+            self._head_tail = (self._head_tail + data)[-3:]
+
+    def _reading_head(self) -> bool:
+        """True while the bytes that arrive belong to a request head, not to a body."""
+        if self._upgraded or self._payload_parser is not None:
+            return False
+        payload = self._last_payload
+        return payload is None or payload.is_eof()
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        if self._reading_head() and not self._rejected:
+            self._reject_head(408, "request head not received in time")
+
+    def _reject_head(self, status: int, reason: str) -> None:
+        """Answer a head over a bound with the envelope, then close after a short linger."""
+        self._rejected = True
+        self._cancel_head_timer()
+        transport = self.transport
+        request_id = uuid.uuid4().hex
+        peer = transport.get_extra_info("peername") if transport is not None else None
+        remote = peer[0] if isinstance(peer, tuple) else None
+        self._rejections.rejected(status, reason, remote, request_id)
+        self._metrics.requests.labels("other", "other", str(status)).inc()
+        if transport is None or transport.is_closing():
+            return
+        detail = {"max_header_size": self._max_head} if status == 431 else None
+        code = "UNSUPPORTED" if status == 431 else "UNAVAILABLE"
+        transport.write(raw_response(status, code, reason, detail, request_id=request_id))
+        if transport.can_write_eof():
+            transport.write_eof()
+        asyncio.get_running_loop().call_later(_LINGER, transport.abort)
 
     def connection_lost(self, exc: BaseException | None) -> None:
+        self._cancel_head_timer()
         if self._refusal is not None:
             self._refusal.lost()
             return
@@ -205,6 +296,29 @@ class GatewayRequestHandler(web.RequestHandler):
         return response
 
 
+async def expect_handler(request: web.Request) -> web.StreamResponse | None:
+    """``Expect: 100-continue`` gets its interim answer; any other expectation a 417 envelope.
+
+    aiohttp runs this before the middlewares (RFC 9110 §10.1.1), so the refusal writes its own
+    log line and request metric, as the parser rejections above do.
+    """
+    expect = request.headers.get("Expect", "")
+    if expect.strip().lower() == "100-continue":
+        if request.version >= HttpVersion11:
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.writer.output_size = 0  # the interim answer is not part of the response
+        return None
+    request_id = uuid.uuid4().hex
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    reason = "only the 100-continue expectation is supported"
+    log.warning("request_rejected", status=417, reason=reason, remote=request.remote)
+    request.app[METRICS_KEY].requests.labels("other", "other", "417").inc()
+    response = render_status(417, "UNSUPPORTED", reason)
+    response.headers[REQUEST_ID_HEADER] = request_id
+    return response
+
+
 def handler_kwargs(limits: LimitsSettings) -> dict[str, Any]:
     """The per-connection limits, as aiohttp's RequestHandler keyword arguments."""
     return {
@@ -224,11 +338,21 @@ def protocol_factory(
     if server is None:
         raise RuntimeError("runner.setup() must run before the listener is built")
     loop = asyncio.get_running_loop()
-    limit = ConnectionLimit(limits.max_connections, metrics)
+    limit = ConnectionLimit(limits.max_connections, metrics, HeapTrimmer())
+    rejections = RejectionLog()
     kwargs = handler_kwargs(limits)
 
     def factory() -> GatewayRequestHandler:
-        return GatewayRequestHandler(server, loop=loop, limit=limit, metrics=metrics, **kwargs)
+        return GatewayRequestHandler(
+            server,
+            loop=loop,
+            limit=limit,
+            metrics=metrics,
+            max_header_size=limits.max_header_size,
+            header_timeout=limits.header_timeout,
+            rejections=rejections,
+            **kwargs,
+        )
 
     return factory
 

@@ -42,6 +42,11 @@ _MAYBE_SECRET = re.compile(
     r"(?i)bearer|basic|eyJ|[sb]\.[A-Za-z0-9]{20}|pass|pwd|secret|token|jwt|auth|api[_-]?key"
 )
 REDACTED = "[redacted]"
+# What one log line may copy from a caller: a flood of scopes, a huge name or header must not
+# become a megabyte line (nor a megabyte of redaction work). Tracebacks get more room.
+MAX_VALUE_CHARS = 2048
+MAX_EXCEPTION_CHARS = 16384
+MAX_ITEMS = 64
 _PLAIN = (int, float, bool, type(None))
 
 
@@ -84,6 +89,28 @@ def redact_secrets(_logger: Any, _name: str, event: MutableMapping[str, Any]) ->
     return event
 
 
+def _bound(value: Any, limit: int) -> Any:
+    if isinstance(value, str):
+        return value if len(value) <= limit else f"{value[:limit]}...({len(value)} chars)"
+    if isinstance(value, list | tuple | set | frozenset):
+        items = [_bound(v, limit) for v in list(value)[:MAX_ITEMS]]
+        if len(value) > MAX_ITEMS:
+            items.append(f"...({len(value)} items)")
+        return items
+    if isinstance(value, Mapping):
+        return {k: _bound(v, limit) for k, v in list(value.items())[:MAX_ITEMS]}
+    return value
+
+
+def bound_values(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Any:
+    """structlog processor: cut long strings and long lists, so no line grows with its input."""
+    for key in list(event):
+        if not key.startswith("_"):
+            limit = MAX_EXCEPTION_CHARS if key == "exception" else MAX_VALUE_CHARS
+            event[key] = _bound(event[key], limit)
+    return event
+
+
 def _shared_processors() -> list[Any]:
     return [
         structlog.contextvars.merge_contextvars,
@@ -92,6 +119,7 @@ def _shared_processors() -> list[Any]:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,
         redact_secrets,
+        bound_values,  # after redaction: a cut must never split a secret out of its pattern
     ]
 
 

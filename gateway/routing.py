@@ -63,10 +63,11 @@ class Router:
 
     @staticmethod
     def _target(upstream: str, name: str, caller_name: str, via: str) -> Target:
-        if not is_valid_name(name):
-            raise NameInvalid(detail={"name": caller_name})
         if upstream == DOCKER_HUB and "/" not in name:
             name = f"library/{name}"  # docker.io official images live under library/
+        # Validated as the upstream sees it: "library/" can push a name past the spec's 255.
+        if not is_valid_name(name):
+            raise NameInvalid(detail={"name": caller_name})
         return Target(upstream, name, caller_name, via)  # type: ignore[arg-type]
 
 

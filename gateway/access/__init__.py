@@ -2,12 +2,18 @@
 
 ::
 
-    /v2/ request ──► gatekeeper.Gatekeeper.check ──► Decision (principal, tenant, error)
-                        │ basic: passwords.PasswordChecker (htpasswd.Htpasswd, bcrypt off-loop,
-                        │        verified pairs cached by keyed hash) + ratelimit.LoginLimiter
-                        │ token: tokens.TokenService.verify_access (JWT, pinned algorithm)
-                        └──────► policy.Policy.allowed(principal, "<upstream>/<name>")
-    /token request ──► handlers.token ──► the same passwords / limiter / policy ──► tokens.issue
+    /v2/ request ──► gatekeeper.Gatekeeper.check (the aiohttp edge: Caller = Authorization
+                        │                         value + address) ──► decide ──► Decision
+                        │ authenticators: NoAuth | BasicAuth | TokenAuth (one per clients.auth)
+                        │   basic: logins.Logins (passwords.PasswordChecker: bcrypt off-loop,
+                        │          bounded queue; ratelimit.LoginLimiter per address)
+                        │   token: tokens.TokenService.verify_access (JWT, pinned algorithm)
+                        └──────► policy.Policy.verdict(principal, "<upstream>/<name>")
+    /token request ──► handlers.token (HTTP) ──► grants.TokenGrants (form grammar, bounds,
+                        the same logins and policy, audit) ──► tokens.issue_access
+
+``files`` reads the htpasswd file and the signing key once (settings record only paths);
+the ``Authorization`` grammar itself is pure protocol, in ``gateway.oci.authorization``.
 
 Names. Scopes (in challenges, token requests and a token's ``access`` claim) name a repository
 exactly as the caller wrote it in the ``/v2/<name>/...`` path. Access rules match

@@ -30,6 +30,7 @@ from ..oci.scope import Scope
 from .signing import SigningKey
 
 LEEWAY = 30  # seconds of clock skew tolerated on exp and nbf
+MAX_TOKEN_LENGTH = 64 * 1024
 ACCESS_TYP = "JWT"  # jwt.md: typ "must be equal to JWT"
 REFRESH_TYP = "refresh+jwt"  # RFC 8725 §3.11: explicit typing keeps the two kinds apart
 _REQUIRED = ["iss", "sub", "aud", "exp", "nbf", "iat", "jti"]
@@ -147,6 +148,9 @@ class TokenService:
     # --- verifying -------------------------------------------------------------------------
 
     def _decode(self, token: str, typ: str) -> dict[str, Any]:
+        # A JWT is ASCII (RFC 7519 §7.1); anything else would fail inside PyJWT's codecs.
+        if not token.isascii() or len(token) > MAX_TOKEN_LENGTH:
+            raise InvalidToken("malformed token")
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError as exc:
@@ -201,6 +205,8 @@ class TokenService:
 
     def verify_access(self, token: str) -> AccessClaims:
         """The claims of a valid access token; InvalidToken otherwise."""
+        if not token.isascii():
+            raise InvalidToken("malformed token")
         fingerprint = _fingerprint(token)
         cached = self._verified.get(fingerprint)
         if cached is not None:

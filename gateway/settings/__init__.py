@@ -267,7 +267,8 @@ def _parse_limits(data: Any, reader: Reader) -> LimitsSettings:
         data,
         "limits",
         {"max_connections", "max_line_size", "max_field_size", "max_headers", "keepalive_timeout",
-         "max_manifest_size", "upload_session_ttl"},
+         "max_manifest_size", "upload_session_ttl",
+         "max_header_size", "header_timeout"},
     )  # fmt: skip
     return LimitsSettings(
         max_connections=reader.number(
@@ -286,6 +287,10 @@ def _parse_limits(data: Any, reader: Reader) -> LimitsSettings:
             raw, "max_manifest_size", "limits", 4 << 20, reader, minimum=1024
         ),
         upload_session_ttl=reader.number(raw, "upload_session_ttl", "limits", 3600.0, minimum=1),
+        max_header_size=reader.number(
+            raw, "max_header_size", "limits", 32768, minimum=1024, integer=True
+        ),
+        header_timeout=reader.number(raw, "header_timeout", "limits", 10.0, minimum=1),
     )
 
 

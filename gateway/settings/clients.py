@@ -1,8 +1,9 @@
 """The ``clients`` section: how callers authenticate to the gateway and what they may pull.
 
-Client auth is none, basic (htpasswd) or token (the gateway's own token service). The htpasswd
-file and the token signing key are loaded once here, so an unusable file is a config error at
-start-up rather than a refused caller later. Groups name sets of users for access rules;
+Client auth is none, basic (htpasswd) or token (the gateway's own token service). Only the
+paths of the htpasswd file and the token signing key are recorded here (and that they exist):
+the access services read them once, and report an unusable one as a config error
+(access/files.py). Groups name sets of users for access rules;
 tenants put each user in at most one tenant, which ``{tenant}`` Vault paths are filled with.
 """
 
@@ -11,8 +12,6 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from ..access.htpasswd import HtpasswdError, read_htpasswd
-from ..access.signing import SigningKeyError, load_signing_key
 from .model import AccessRule, ClientsSettings, LoginLimitSettings, TokenServiceSettings
 from .reader import Reader, join_key
 
@@ -30,13 +29,6 @@ def parse_clients(data: Any, reader: Reader) -> ClientsSettings:
     htpasswd = reader.existing_file(raw, "htpasswd", path)
     if auth != "none" and htpasswd is None:
         reader.fail("clients.htpasswd", f"is required with auth: {auth}")
-    elif htpasswd is not None and htpasswd.is_file():
-        try:
-            read_htpasswd(htpasswd)
-        except HtpasswdError as exc:
-            reader.fail("clients.htpasswd", f"{htpasswd}: {exc}")
-        except (OSError, UnicodeDecodeError) as exc:
-            reader.fail("clients.htpasswd", f"{htpasswd}: cannot read: {exc}")
     groups = _parse_member_map(raw.get("groups"), "clients.groups", reader)
     tenants = _parse_member_map(raw.get("tenants"), "clients.tenants", reader)
     seen: dict[str, str] = {}
@@ -60,13 +52,6 @@ def parse_clients(data: Any, reader: Reader) -> ClientsSettings:
             traw, "refresh_ttl", "clients.token", 7 * 24 * 3600, minimum=60, integer=True
         ),
     )
-    if token.key_file is not None and token.key_file.is_file():
-        try:
-            load_signing_key(token.key_file.read_bytes())
-        except SigningKeyError as exc:
-            reader.fail("clients.token.key_file", f"{token.key_file}: {exc}")
-        except OSError as exc:
-            reader.fail("clients.token.key_file", f"{token.key_file}: cannot read: {exc}")
     lraw = reader.mapping(raw.get("login_limit"), "clients.login_limit", {"failures", "window"})
     login_limit = LoginLimitSettings(
         failures=reader.number(lraw, "failures", "clients.login_limit", 10, minimum=1,

@@ -198,6 +198,8 @@ class LimitsSettings:
     max_field_size: int = 8190
     max_headers: int = 128
     keepalive_timeout: float = 75.0
+    max_header_size: int = 32768  # total bytes of one request head (line + fields): 431 past it
+    header_timeout: float = 10.0  # seconds from a head's first byte to its end: 408 past it
     max_manifest_size: int = 4 << 20  # pushed manifests larger than this: 413
     upload_session_ttl: float = 3600.0  # seconds an upload id stays valid
 

@@ -107,7 +107,7 @@ def test_annotated_example_sets_every_top_level_and_upstream_key() -> None:
     }  # fmt: skip
     assert set(config["limits"]) == {
         "max_connections", "max_line_size", "max_field_size", "max_headers", "keepalive_timeout",
-        "max_manifest_size", "upload_session_ttl",
+        "max_manifest_size", "upload_session_ttl", "max_header_size", "header_timeout",
     }  # fmt: skip
     assert set(config["streaming"]) == {"passthrough"}
     assert config["vault"] is None and config["clients"] is None

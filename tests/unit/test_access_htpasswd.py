@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.access.files import load_files
 from gateway.access.htpasswd import Htpasswd, HtpasswdError, parse_htpasswd
 from gateway.settings import ConfigError
 from tests.access.identities import htpasswd_entry, make_settings, write_htpasswd
@@ -63,11 +64,12 @@ def test_rejects_other_hash_types_naming_the_line(line: str, problem: str) -> No
 
 
 def test_non_bcrypt_file_is_a_config_error_naming_the_line(tmp_path: Path) -> None:
-    """load-time validation: `clients.htpasswd: <file>: line N: ...`."""
+    """load-time validation: `clients.htpasswd: <file>: line N: ...` when access loads it."""
     path = tmp_path / "htpasswd"
     path.write_text(BCRYPT_LINE + htpasswd_tool("-m", "bob", "pw") + "\n")
+    settings = make_settings(tmp_path, UPSTREAMS, {"auth": "basic", "htpasswd": "htpasswd"})
     with pytest.raises(ConfigError) as caught:
-        make_settings(tmp_path, UPSTREAMS, {"auth": "basic", "htpasswd": "htpasswd"})
+        load_files(settings.clients)
     assert caught.value.problems == [
         f"clients.htpasswd: {path}: line 2: user 'bob' has a Apache MD5 ($apr1$) hash; "
         "only bcrypt is accepted (create entries with htpasswd -B)"

@@ -122,3 +122,55 @@ async def test_long_passwords_are_checked_on_their_first_72_bytes(tmp_path: Path
     long_password = "x" * 100
     path = write_htpasswd(tmp_path / "htpasswd", {"alice": long_password[:72]})
     assert await PasswordChecker(Htpasswd(path)).verify("alice", long_password)
+
+
+async def test_bcrypt_queue_full_refuses_at_once(
+    users: Htpasswd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past max_pending bcrypt runs a check is refused at once; the queued ones still finish."""
+    release = threading.Event()
+    real: Callable[[bytes, bytes], bool] = bcrypt.checkpw
+
+    def slow(password: bytes, hashed: bytes) -> bool:
+        release.wait(10)
+        return real(password, hashed)
+
+    monkeypatch.setattr(passwords.bcrypt, "checkpw", slow)
+    checker = PasswordChecker(users, workers=1, max_pending=2)
+    queued = [
+        asyncio.create_task(checker.verify("alice", "wonderland")),
+        asyncio.create_task(checker.verify("bob", "b")),
+    ]
+    await asyncio.sleep(0.05)
+    assert checker.pending == 2
+    with pytest.raises(passwords.PasswordCheckBusy):
+        await checker.verify("nobody", "x")
+    release.set()
+    assert await asyncio.gather(*queued) == [True, True]
+    assert checker.pending == 0
+    assert await checker.verify("nobody", "x") is False
+
+
+async def test_bcrypt_queue_runs_at_most_workers_at_a_time(
+    users: Htpasswd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Concurrent checks of distinct pairs run on at most `workers` threads at once."""
+    running, peak = 0, 0
+    lock = threading.Lock()
+    real: Callable[[bytes, bytes], bool] = bcrypt.checkpw
+
+    def counted(password: bytes, hashed: bytes) -> bool:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        try:
+            return real(password, hashed)
+        finally:
+            with lock:
+                running -= 1
+
+    monkeypatch.setattr(passwords.bcrypt, "checkpw", counted)
+    checker = PasswordChecker(users, workers=2, max_pending=32)
+    results = await asyncio.gather(*(checker.verify(f"user{i}", "x") for i in range(8)))
+    assert results == [False] * 8 and 1 <= peak <= 2

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from gateway.access.files import load_files
 from gateway.settings import ConfigError, LoginLimitSettings
 from tests.access.identities import ec_key, make_settings, pem, rsa_key, write_htpasswd
+from tests.components.ports import free_port
 
 UPSTREAMS = {"docker.io": {"url": "https://registry-1.docker.io"}}
+REPO = Path(__file__).resolve().parents[2]
 TENANT_VAULT = {"vault": {"path": "registries/{tenant}/gcr.io"}}
 
 
@@ -72,14 +77,67 @@ def test_defaults(base: Path) -> None:
     ],
 )
 def test_unusable_key_file_is_a_config_error(base: Path, key: bytes, problem: str) -> None:
-    """clients.token.key_file: <path>: <why>."""
+    """clients.token.key_file: <path>: <why>, when the access services load it."""
     (base / "key.pem").write_bytes(key)
-    found = problems(
-        base, {"auth": "token", "htpasswd": "htpasswd", "token": {"key_file": "key.pem"}}
+    settings = make_settings(
+        base, UPSTREAMS, {"auth": "token", "htpasswd": "htpasswd", "token": {"key_file": "key.pem"}}
     )
-    assert len(found) == 1
-    assert found[0].startswith(f"clients.token.key_file: {base / 'key.pem'}: ")
-    assert problem in found[0]
+    with pytest.raises(ConfigError) as caught:
+        load_files(settings.clients)
+    [found] = caught.value.problems
+    assert found.startswith(f"clients.token.key_file: {base / 'key.pem'}: ")
+    assert problem in found
+
+
+def test_unusable_htpasswd_is_a_config_error_naming_the_line(base: Path) -> None:
+    """A non-bcrypt htpasswd entry is clients.htpasswd: <path>: line N: ... at load."""
+    (base / "htpasswd").write_text("alice:$apr1$abc$def\n")
+    settings = make_settings(base, UPSTREAMS, {"auth": "basic", "htpasswd": "htpasswd"})
+    with pytest.raises(ConfigError) as caught:
+        load_files(settings.clients)
+    [found] = caught.value.problems
+    assert found.startswith(f"clients.htpasswd: {base / 'htpasswd'}: line 1:")
+    assert "only bcrypt" in found
+
+
+def test_files_are_read_once_by_the_services(base: Path) -> None:
+    """Settings record paths only; load_files reads the users and the key it returns."""
+    settings = make_settings(
+        base, UPSTREAMS, {"auth": "token", "htpasswd": "htpasswd", "token": {"key_file": "ec.pem"}}
+    )
+    assert settings.clients.htpasswd == base / "htpasswd"
+    files = load_files(settings.clients)
+    assert files.users is not None and "alice" in files.users
+    assert files.key is not None and not files.key.generated
+
+
+def test_settings_import_nothing_from_access() -> None:
+    """The settings layer stands alone: importing it loads no gateway.access module."""
+    code = (
+        "import sys, gateway.settings\n"
+        "print(any(m.startswith('gateway.access') for m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, cwd=REPO)  # fmt: skip
+    assert result.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("command", ["check-config", "serve"])
+def test_unusable_htpasswd_exits_2_from_the_cli(base: Path, command: str) -> None:
+    """check-config and serve both exit 2 with the clients.htpasswd line, before listening."""
+    (base / "htpasswd").write_text("alice:{SHA}abc\n")
+    config = base / "gateway.yaml"
+    config.write_text(
+        f"listen: 127.0.0.1:{free_port()}\n"
+        "upstreams: {docker.io: {url: https://registry-1.docker.io}}\n"
+        f"clients: {{auth: basic, htpasswd: {base / 'htpasswd'}}}\n"
+    )
+    argv = [config] if command == "check-config" else ["--config", config]
+    result = subprocess.run([sys.executable, "-m", "gateway", command, *map(str, argv)],
+                            capture_output=True, text=True, cwd=REPO, timeout=60)  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert f"clients.htpasswd: {base / 'htpasswd'}: line 1:" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,1 @@
+"""Hostile input against real gateway processes: regressions and generated properties."""
