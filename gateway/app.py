@@ -11,6 +11,7 @@ from aiohttp import web
 from .access.gatekeeper import Gatekeeper
 from .cache.responses import mark_response
 from .cache.service import Cache
+from .cluster import wiring as scaleout
 from .credentials.base import CredentialStore
 from .credentials.store import UpstreamCredentialStore
 from .credentials.vault import VaultCredentialStore
@@ -74,11 +75,13 @@ def create_app(
         app[READINESS_KEY].add_check("vault", vault.problem)
     store = credentials or UpstreamCredentialStore(settings.upstreams, vault=vault)
     app.on_response_prepare.append(on_prepare)
-    app[CACHE_KEY] = Cache(settings.cache, app[METRICS_KEY])
+    app[CACHE_KEY] = Cache(settings.cache, app[METRICS_KEY], store=scaleout.store(settings))
     if settings.cache.enabled:
+        scaleout.add_store_lifecycle(app, app[CACHE_KEY])
         app.cleanup_ctx.append(app[CACHE_KEY].lifecycle)
-        app[READINESS_KEY].add_check("cache", app[CACHE_KEY].problem)
+        app[READINESS_KEY].add_check("cache", scaleout.cache_check(app[CACHE_KEY]))
         app.on_response_prepare.append(mark_response)
+    scaleout.add_cluster(app, settings, app[CACHE_KEY])
 
     async def upstream_session(app: web.Application) -> AsyncIterator[None]:
         timeout = aiohttp.ClientTimeout(

@@ -28,6 +28,7 @@ import yaml
 
 from .cache import CacheSettings, parse_cache
 from .clients import parse_clients
+from .cluster import ClusterSettings, RateLimitSettings, RedisSettings, parse_cluster
 from .model import (
     DOCKER_HUB,
     REGISTRY_ALIASES,
@@ -66,6 +67,7 @@ __all__ = [
     "BasicCredentialsSpec",
     "CacheSettings",
     "ClientsSettings",
+    "ClusterSettings",
     "ConfigError",
     "CredentialsSpec",
     "DockerConfigCredentialsSpec",
@@ -73,6 +75,8 @@ __all__ = [
     "LogSettings",
     "LoginLimitSettings",
     "MetricsSettings",
+    "RateLimitSettings",
+    "RedisSettings",
     "RoutingSettings",
     "SecretSource",
     "Settings",
@@ -103,7 +107,7 @@ class ConfigError(Exception):
 
 _TOP_KEYS = {
     "listen", "public_url", "tls", "log", "metrics", "timeouts", "shutdown_grace",
-    "routing", "upstreams", "vault", "clients", "limits", "cache",
+    "routing", "upstreams", "vault", "clients", "limits", "cache", "cluster",
 }  # fmt: skip
 
 
@@ -210,6 +214,7 @@ def parse_settings(
 
     limits = _parse_limits(raw.get("limits"), reader)
     cache = parse_cache(raw.get("cache"), reader)
+    cluster = parse_cluster(raw.get("cluster"), reader)
 
     if problems:
         raise ConfigError(problems)
@@ -228,6 +233,7 @@ def parse_settings(
         clients=clients,
         limits=limits,
         cache=cache,
+        cluster=cluster,
         source=source,
     )
 

@@ -13,11 +13,13 @@ from typing import Any
 
 from ..access.htpasswd import HtpasswdError, read_htpasswd
 from ..access.signing import SigningKeyError, load_signing_key
+from .cluster import parse_rate_limits
 from .model import AccessRule, ClientsSettings, LoginLimitSettings, TokenServiceSettings
 from .reader import Reader, join_key
 
 _CLIENT_KEYS = {
     "auth", "htpasswd", "groups", "tenants", "token", "access", "login_limit", "trusted_proxies",
+    "rate_limits",
 }  # fmt: skip
 
 
@@ -104,6 +106,7 @@ def parse_clients(data: Any, reader: Reader) -> ClientsSettings:
     return ClientsSettings(
         auth=auth, htpasswd=htpasswd, groups=groups, tenants=tenants, token=token,
         access=tuple(rules), login_limit=login_limit, trusted_proxies=proxies,
+        rate_limits=parse_rate_limits(raw.get("rate_limits"), reader),
     )  # fmt: skip
 
 

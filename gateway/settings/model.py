@@ -17,6 +17,7 @@ from yarl import URL
 
 from ..secret import Secret
 from .cache import CacheSettings
+from .cluster import ClusterSettings, RateLimitSettings
 
 DOCKER_HUB = "docker.io"
 # Names clients use for Docker Hub (distribution/reference normalize.go).
@@ -81,6 +82,7 @@ class UpstreamSettings:
     token_realms: tuple[str, ...] = ()
     credentials: CredentialsSpec | None = None
     cache: bool = True  # false: never cache this upstream's content
+    max_concurrency: int | None = None  # per replica: simultaneous requests to this upstream
 
     @property
     def host(self) -> str:
@@ -183,6 +185,7 @@ class ClientsSettings:
     login_limit: LoginLimitSettings = field(default_factory=LoginLimitSettings)
     # Addition: proxies (CIDRs) whose X-Forwarded-For names the caller for rate limiting.
     trusted_proxies: tuple[str, ...] = ()
+    rate_limits: RateLimitSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -211,6 +214,7 @@ class Settings:
     clients: ClientsSettings = field(default_factory=ClientsSettings)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
+    cluster: ClusterSettings | None = None
     source: str = "<embedded default>"
 
     def summary(self) -> str:

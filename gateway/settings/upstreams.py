@@ -113,6 +113,7 @@ _UPSTREAM_KEYS = {
     "token_realms",
     "credentials",
     "cache",
+    "max_concurrency",
 }
 
 
@@ -131,6 +132,9 @@ def parse_upstream(key: str, data: Any, path: str, reader: Reader) -> UpstreamSe
             reader.fail(join_key(path, "token_realms"), f'{realm!r} must be "host" or "host:port"')
     credentials = _parse_credentials(raw.get("credentials"), join_key(path, "credentials"), reader)
     cache = reader.boolean(raw, "cache", path, True)
+    max_concurrency = None
+    if raw.get("max_concurrency") is not None:
+        max_concurrency = reader.number(raw, "max_concurrency", path, 1, minimum=1, integer=True)
     if url is None:
         return None
     return UpstreamSettings(
@@ -142,4 +146,5 @@ def parse_upstream(key: str, data: Any, path: str, reader: Reader) -> UpstreamSe
         token_realms=tuple(r.lower() for r in realms),
         credentials=credentials,
         cache=cache,
+        max_concurrency=max_concurrency,
     )

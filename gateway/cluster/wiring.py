@@ -1,0 +1,81 @@
+"""What ``create_app`` adds for several replicas: the S3 store, the Redis cluster, limits."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from ..cache.s3 import S3Store, access_from
+from ..cache.service import Cache
+from ..cache.store import Store
+from ..health import Degraded
+from ..keys import METRICS_KEY
+from ..log import get_logger
+from ..settings import Settings
+from .coordinator import Cluster
+
+log = get_logger(__name__)
+
+
+def store(settings: Settings) -> Store | None:
+    """The configured store when it is not the default filesystem one."""
+    cache = settings.cache
+    if not cache.enabled or cache.store != "s3":
+        return None
+    return S3Store(access_from(cache.s3, os.environ), timeout=settings.timeouts.read)
+
+
+def add_store_lifecycle(app: web.Application, cache: Cache) -> None:
+    """Close the S3 client after the cache stopped (cleanup runs in reverse order)."""
+    if not isinstance(cache.store, S3Store):
+        return
+    s3 = cache.store
+
+    async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
+        yield
+        await s3.close()
+
+    app.cleanup_ctx.append(lifecycle)
+
+
+def cache_check(cache: Cache) -> Callable[[], str | None]:
+    """/readyz: a shared store that does not answer is named but keeps the replica ready:
+    pulls stream from the upstream meanwhile, and taking every replica out of service would
+    turn an object-store outage into a pull outage."""
+
+    def check() -> str | None:
+        problem = cache.problem()
+        if problem is not None and cache.shared:
+            return Degraded(problem)
+        return problem
+
+    return check
+
+
+def redis_password(settings: Settings) -> str | None:
+    assert settings.cluster is not None and settings.cluster.redis is not None
+    redis = settings.cluster.redis
+    if redis.password is not None:
+        return redis.password.reveal()
+    if redis.password_file is not None:
+        return Path(redis.password_file).read_text(encoding="utf-8").strip()
+    return None
+
+
+def add_cluster(app: web.Application, settings: Settings, cache: Cache) -> Cluster | None:
+    if settings.cluster is None or settings.cluster.redis is None:
+        return None
+    cluster = Cluster(settings.cluster, app[METRICS_KEY], password=redis_password(settings))
+    cache.cluster = cluster
+
+    async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
+        log.info("cluster_configured", key_prefix=cluster.prefix,
+                 fill_lease=settings.cluster.fill_lease if settings.cluster else None)  # fmt: skip
+        yield
+        await cluster.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    return cluster
