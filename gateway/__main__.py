@@ -14,6 +14,7 @@ from aiohttp import web
 
 from . import __version__, connections
 from .app import create_app
+from .cache import commands as cache_commands
 from .handlers import health
 from .keys import METRICS_KEY, READINESS_KEY
 from .log import configure_logging, get_logger
@@ -40,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     check = commands.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("path", metavar="PATH")
+    cache_commands.add_parser(commands)
     return parser
 
 
@@ -58,6 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_CONFIG
         print(f"ok: {settings.summary()}")
         return 0
+    if args.command == "cache":
+        return cache_commands.run(args)
     if args.command == "serve":
         try:
             settings = load_settings(args.config)

@@ -147,4 +147,6 @@ def make_settings(
         "clients": dict(clients) if clients is not None else None,
         **extra,
     }
+    # The gateway caches by default: in the test's folder, never the machine's cache dir.
+    data["cache"] = {"dir": str(base_dir / "cache"), **(data.get("cache") or {})}
     return parse_settings(data, environ={}, base_dir=base_dir, source="test")

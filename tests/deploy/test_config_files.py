@@ -16,8 +16,11 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG = REPO_ROOT / "config"
 CLIENTS = CONFIG / "clients"
 
-UPSTREAM_KEYS = {"url", "redirects", "tls_verify", "ca_file", "token_realms", "credentials"}
+UPSTREAM_KEYS = {
+    "url", "redirects", "tls_verify", "ca_file", "token_realms", "credentials", "cache",
+}  # fmt: skip
 TOP_LEVEL_KEYS = {
+    "cache",
     "limits",
     "listen",
     "public_url",
@@ -96,6 +99,10 @@ def test_annotated_example_sets_every_top_level_and_upstream_key() -> None:
     assert set(config["metrics"]) == {"path", "listen"}
     assert set(config["timeouts"]) == {"connect", "read"}
     assert set(config["routing"]) == {"default", "hosts"}
+    assert set(config["cache"]) == {
+        "enabled", "store", "dir", "max_size", "tag_ttl", "max_stale", "negative_ttl",
+        "fill_timeout",
+    }  # fmt: skip
     assert set(config["limits"]) == {
         "max_connections", "max_line_size", "max_field_size", "max_headers", "keepalive_timeout"
     }  # fmt: skip
