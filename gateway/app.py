@@ -81,7 +81,8 @@ def create_app(
         app.cleanup_ctx.append(app[CACHE_KEY].lifecycle)
         app[READINESS_KEY].add_check("cache", scaleout.cache_check(app[CACHE_KEY]))
         app.on_response_prepare.append(mark_response)
-    scaleout.add_cluster(app, settings, app[CACHE_KEY])
+    scaleout.add_limits(app, settings, scaleout.add_cluster(app, settings, app[CACHE_KEY]))
+    slots = scaleout.upstream_slots(settings, app[METRICS_KEY])
 
     async def upstream_session(app: web.Application) -> AsyncIterator[None]:
         timeout = aiohttp.ClientTimeout(
@@ -102,7 +103,7 @@ def create_app(
         )
         app[SESSION_KEY] = session
         app[UPSTREAM_KEY] = UpstreamClient(
-            session, settings, store, app[TOKENS_KEY], app[METRICS_KEY]
+            session, settings, store, app[TOKENS_KEY], app[METRICS_KEY], slots
         )
         app[PASSTHROUGH_KEY] = Passthrough()
         yield

@@ -14,7 +14,9 @@ from ..cache.store import Store
 from ..health import Degraded
 from ..keys import METRICS_KEY
 from ..log import get_logger
+from ..metrics import Metrics
 from ..settings import Settings
+from ..upstream.concurrency import UpstreamSlots
 from .coordinator import Cluster
 
 log = get_logger(__name__)
@@ -79,3 +81,18 @@ def add_cluster(app: web.Application, settings: Settings, cache: Cache) -> Clust
 
     app.cleanup_ctx.append(lifecycle)
     return cluster
+
+
+def add_limits(app: web.Application, settings: Settings, cluster: Cluster | None) -> None:
+    """``clients.rate_limits`` (shared through Redis when there is one)."""
+    from ..access.quota import Quota
+    from ..keys import QUOTA_KEY
+
+    if settings.clients.rate_limits is not None:
+        app[QUOTA_KEY] = Quota(settings.clients.rate_limits, app[METRICS_KEY], cluster=cluster)
+
+
+def upstream_slots(settings: Settings, metrics: Metrics) -> UpstreamSlots | None:
+    if not any(up.max_concurrency for up in settings.upstreams.values()):
+        return None
+    return UpstreamSlots(settings.upstreams, metrics, wait=settings.timeouts.read)

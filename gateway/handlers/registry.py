@@ -12,6 +12,7 @@ import json
 from aiohttp import ClientResponse, web
 
 from ..access.gatekeeper import Decision
+from ..access.quota import charge, limit
 from ..cache.pull import Origin, serve_blob, serve_manifest_request
 from ..errors import (
     API_VERSION_HEADER,
@@ -64,6 +65,7 @@ async def v2(request: web.Request) -> web.StreamResponse:
     request[ROUTE] = api.route
     if api.route == "base":  # end-1; also how clients discover the challenge (no scope)
         _admit(request, await request.app[ACCESS_KEY].check(request, None))
+        await limit(request)
         return web.json_response({}, headers=API_VERSION_HEADER)
     if api.route in ("tags", "referrers") and request.method == "HEAD":
         raise Unsupported("HEAD is not defined for this endpoint", headers={"Allow": "GET"})
@@ -80,7 +82,11 @@ async def v2(request: web.Request) -> web.StreamResponse:
     request[NAME] = target.name
     _validate(api)
     _admit(request, await request.app[ACCESS_KEY].check(request, target))
-    return await _proxy(request, api, target, ns)
+    await limit(request)
+    try:
+        return await _proxy(request, api, target, ns)
+    finally:
+        await charge(request)
 
 
 def _admit(request: web.Request, decision: Decision) -> None:

@@ -35,6 +35,7 @@ from ..metrics import Metrics
 from ..oci.challenge import Challenge, find_challenge
 from ..secret import Secret
 from ..settings import Settings, UpstreamSettings
+from .concurrency import UpstreamSlots
 from .realms import credentials_allowed
 from .tokens import TokenCache, TokenKey, TokenResponseError, parse_token_response, token_key
 
@@ -67,7 +68,9 @@ class UpstreamClient:
         credentials: CredentialStore,
         tokens: TokenCache,
         metrics: Metrics,
+        slots: UpstreamSlots | None = None,
     ) -> None:
+        self._slots = slots
         self._session = session
         self._settings = settings
         self._credentials = credentials
@@ -88,7 +91,54 @@ class UpstreamClient:
         route: str,
         exchange: Exchange,
     ) -> aiohttp.ClientResponse:
-        """Send one logical request; the response is open and must be released by the caller."""
+        """Send one logical request; the response is open and must be released by the caller.
+
+        Under ``max_concurrency`` a slot is held from here until the response is released.
+        """
+        slot = await self._slots.acquire(upstream.key) if self._slots else None
+        if slot is None:
+            return await self._send(
+                upstream,
+                method,
+                path,
+                query=query,
+                headers=headers,
+                scopes=scopes,
+                tenant=tenant,
+                route=route,
+                exchange=exchange,
+            )
+        try:
+            response = await self._send(
+                upstream,
+                method,
+                path,
+                query=query,
+                headers=headers,
+                scopes=scopes,
+                tenant=tenant,
+                route=route,
+                exchange=exchange,
+            )
+        except BaseException:
+            slot.release()
+            raise
+        slot.hold(response)
+        return response
+
+    async def _send(
+        self,
+        upstream: UpstreamSettings,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str] | list[tuple[str, str]] | None = None,
+        headers: CIMultiDict[str],
+        scopes: list[str],
+        tenant: str | None,
+        route: str,
+        exchange: Exchange,
+    ) -> aiohttp.ClientResponse:
         url = URL(f"{upstream.url}{path}")
         if query:
             url = url.with_query(query)
