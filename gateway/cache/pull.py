@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
+from ..cluster import tags as shared_tags
 from ..cluster.fills import coordinate
 from ..errors import ManifestUnknown, UpstreamError
 from ..keys import CACHE_RESULT
@@ -207,7 +208,13 @@ async def serve_manifest_request(
     accept = accept_key(accepted)
     if looks_like_digest(reference):
         return await _by_digest(request, cache, namespace, name, reference, accept, origin)
-    return await _by_tag(request, cache, namespace, name, reference, accept, origin)
+    if cache.cluster is None:
+        return await _by_tag(request, cache, namespace, name, reference, accept, origin)
+    adopted = await shared_tags.adopt(cache, namespace, name, reference, accept)
+    response = await _by_tag(request, cache, namespace, name, reference, accept, origin)
+    if not adopted:
+        await shared_tags.share(cache, namespace, name, reference, accept)
+    return response
 
 
 async def _by_digest(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 
@@ -51,3 +52,38 @@ async def test_second_replica_serves_from_the_bucket_without_upstream_blob_gets(
     layer_keys = [k for k in stored if "/blobs/" in k and k.endswith(image.layer_digest[7:])]
     assert len(layer_keys) == 1 and stored[layer_keys[0]] == 12 << 20
     assert seaweedfs.uploads_in_progress() == 0
+
+
+def manifest_requests(registry: Registry, reference: str) -> list[str]:
+    """The methods of the upstream's manifest requests for ``reference``, in order."""
+    methods = []
+    for line in registry.log_path.read_text(errors="replace").splitlines():
+        for method in ("GET", "HEAD"):  # the registry's access-log lines
+            if f'"{method} /v2/team/tags/manifests/{reference} HTTP' in line:
+                methods.append(method)
+    return methods
+
+
+async def test_a_tag_is_revalidated_once_per_tag_ttl_for_the_whole_cluster(
+    seaweedfs: SeaweedFS, upstream: Registry, redis: Redis, replicas, prefix: str
+) -> None:
+    """Three replicas pull one tag: one upstream GET at first; after tag_ttl, pulls through
+    all three at once cost one upstream HEAD in total."""
+    client.push_oci_image(upstream, "team/tags", "v1", config=b'{"t":1}', layer=b"layer")
+    config = replica_config(upstream, seaweedfs, prefix, redis)
+    config["cache"] = {**config["cache"], "tag_ttl": 3}
+    group = replicas(3, config)
+    url = "{}/v2/team/tags/manifests/v1"
+    async with aiohttp.ClientSession() as session:
+
+        async def get(base: str) -> str:
+            async with session.get(url.format(base), headers=ACCEPT) as response:
+                assert response.status == 200
+                await response.read()
+                return response.headers["X-Cache"]
+
+        assert [await get(g.url) for g in group] == ["MISS", "HIT", "HIT"]
+        assert manifest_requests(upstream, "v1") == ["GET"]
+        await asyncio.sleep(3.5)
+        assert set(await asyncio.gather(*(get(g.url) for g in group))) == {"HIT"}
+    assert manifest_requests(upstream, "v1") == ["GET", "HEAD"]
