@@ -34,6 +34,7 @@ import traceback  # noqa: E402
 from collections.abc import Mapping, Sequence  # noqa: E402
 from typing import Any  # noqa: E402
 
+import bench.cache_scenarios  # noqa: E402  (the cache's, after the relay's)
 import bench.scenarios  # noqa: E402, F401  (registers the scenarios)
 from bench.harness import FULL, QUICK, SCENARIOS, Bench, Outcome, log  # noqa: E402
 from bench.loadgen import cpu_busy, tool_version  # noqa: E402

@@ -31,10 +31,10 @@ from .keys import (
 from .metrics import Metrics
 from .middlewares import on_prepare, request_context
 from .routes import add_routes
+from .routing import Router
 from .settings import Settings
 from .upstream.client import UpstreamClient
 from .upstream.passthrough import Passthrough
-from .upstream.routing import Router
 from .upstream.tokens import TokenCache
 
 # Large reads mean fewer, bigger chunks through the relay: fewer loop iterations per MiB.

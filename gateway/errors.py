@@ -5,6 +5,7 @@
     RegistryError                     code / status carried by each class
     ├── NameInvalid                   NAME_INVALID 400
     ├── DigestInvalid                 DIGEST_INVALID 400
+    ├── TagInvalid                    TAG_INVALID 400
     ├── ManifestUnknown               MANIFEST_UNKNOWN 404
     ├── NameUnknown                   NAME_UNKNOWN 404
     ├── EndpointUnknown               UNSUPPORTED 404 (a path that is no registry endpoint)
@@ -59,6 +60,10 @@ class NameInvalid(RegistryError):
 
 class DigestInvalid(RegistryError):
     code, status, default_message = "DIGEST_INVALID", 400, "invalid digest"
+
+
+class TagInvalid(RegistryError):
+    code, status, default_message = "TAG_INVALID", 400, "invalid tag"
 
 
 class ManifestUnknown(RegistryError):

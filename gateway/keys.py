@@ -9,11 +9,12 @@ from .access.gatekeeper import Gatekeeper
 from .access.quota import Quota
 from .cache.service import Cache
 from .health import Readiness
-from .metrics import Metrics
+from .metrics import Metrics, SentBytes
+from .routing import Router
 from .settings import Settings
 from .upstream.client import Exchange, UpstreamClient
 from .upstream.passthrough import Passthrough
-from .upstream.routing import Router
+from .upstream.relay import Relayed
 from .upstream.tokens import TokenCache
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
@@ -38,9 +39,7 @@ NAME = web.RequestKey("name", str)
 PRINCIPAL = web.RequestKey[str | None]("principal")
 TENANT = web.RequestKey[str | None]("tenant")
 EXCHANGE = web.RequestKey("exchange", Exchange)
-BYTES = web.RequestKey("bytes", int)  # body bytes relayed to the caller
-# (status, reason) when a body relay was cut short
-ABORTED = web.RequestKey[tuple[int, str]]("aborted")
-RELAY = web.RequestKey("relay", str)  # "passthrough" when the body went socket to socket
+SENT = web.RequestKey("sent", SentBytes)  # body bytes relayed to the caller, counted as written
+RELAYED = web.RequestKey("relayed", Relayed)  # how a relayed body went (cut short, passthrough)
 # hit, miss, stale or bypass when the cache answered or was asked
 CACHE_RESULT = web.RequestKey("cache", str)

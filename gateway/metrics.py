@@ -5,6 +5,8 @@ No label ever holds a repository, tag, digest, user or secret.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 ROUTES = ("base", "manifest", "blob", "tags", "referrers", "token", "other")
@@ -16,6 +18,27 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 def method_label(method: str) -> str:
     """The request method as a bounded label value: a known method, else ``other``."""
     return method if method in METHODS else "other"
+
+
+class SentBytes:
+    """Body bytes written to one caller, counted as they are written.
+
+    ``total`` is the request line's ``bytes``; each addition also goes to
+    ``registry_gateway_bytes_sent_total`` at once, so a scrape right after a download includes
+    it. The socket-to-socket relay adds from its writer thread (the only writer at that time;
+    prometheus_client counters are thread-safe).
+    """
+
+    __slots__ = ("_counter", "total")
+
+    def __init__(self, counter: Any = None) -> None:
+        self.total = 0
+        self._counter = counter  # a labelled bytes_sent child, or None when nothing is counted
+
+    def add(self, count: int) -> None:
+        self.total += count
+        if self._counter is not None and count:
+            self._counter.inc(count)
 
 
 class Metrics:

@@ -16,15 +16,15 @@ from aiohttp import web
 
 from .errors import RegistryError, render, render_status
 from .keys import (
-    ABORTED,
-    BYTES,
     CACHE_RESULT,
     EXCHANGE,
     METRICS_KEY,
     NAME,
     PRINCIPAL,
+    RELAYED,
     REQUEST_ID,
     ROUTE,
+    SENT,
     TENANT,
     UPSTREAM,
     VIA,
@@ -74,6 +74,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     metrics = request.app[METRICS_KEY]
     metrics.inflight.inc()
     response: web.StreamResponse | None = None
+    relayed = None
     status = 500
     error: str | None = None
     try:
@@ -102,11 +103,11 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             response = render_status(500, "UNKNOWN", "internal error")
             error = type(exc).__name__
         status = response.status
-        aborted = request.get(ABORTED)
-        if aborted is not None:
-            status, error = aborted
+        relayed = request.get(RELAYED)
+        if relayed is not None and relayed.aborted is not None:
+            status, error = relayed.aborted
             if status != 499:  # a caller hanging up is theirs to know, not an alert
-                log.warning("relay_aborted", reason=error, sent=request.get(BYTES))
+                log.warning("relay_aborted", reason=error, sent=request[SENT].total)
         return response
     finally:
         elapsed = time.perf_counter() - started
@@ -114,12 +115,14 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         route = _route_label(request)
         metrics.requests.labels(route, method_label(request.method), str(status)).inc()
         metrics.request_duration.labels(route).observe(elapsed)
-        sent = request.get(BYTES)
-        if sent is None:
-            sent = (response.content_length or 0) if response is not None else 0
         upstream = request.get(UPSTREAM)
-        if upstream and sent:
-            metrics.bytes_sent.labels(upstream, route).inc(sent)
+        relayed_bytes = request.get(SENT)
+        if relayed_bytes is not None:
+            sent = relayed_bytes.total  # bytes_sent_total already counted them as written
+        else:
+            sent = (response.content_length or 0) if response is not None else 0
+            if upstream and sent:
+                metrics.bytes_sent.labels(upstream, route).inc(sent)
         exchange = request.get(EXCHANGE)
         log.info(
             "request_completed",
@@ -136,6 +139,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             tenant=request.get(TENANT),
             upstream_auth=exchange.auth if exchange else None,
             redirects=exchange.redirects if exchange else None,
+            relay="passthrough" if relayed is not None and relayed.passthrough else None,
             cache=request.get(CACHE_RESULT),
             error=error,
         )

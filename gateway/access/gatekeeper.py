@@ -33,8 +33,8 @@ from aiohttp import web
 from ..errors import Denied, RegistryError, TooManyRequests, Unauthorized
 from ..log import get_logger
 from ..metrics import Metrics
+from ..routing import Router, Target
 from ..settings import Settings, VaultCredentialsSpec
-from ..upstream.routing import Router, Target
 from .htpasswd import Htpasswd
 from .passwords import PasswordChecker
 from .policy import ANONYMOUS, Policy, Principal

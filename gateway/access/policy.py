@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 from ..errors import RegistryError
 from ..oci.scope import Scope
+from ..routing import Router, Target
 from ..settings import ClientsSettings
-from ..upstream.routing import Router, Target
 
 ALL_ACTIONS = "*"
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from cachetools import TTLCache
@@ -25,6 +25,7 @@ from ..metrics import Metrics
 from ..settings import RateLimitSettings
 
 MAX_PRINCIPALS = 100_000
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class Buckets:
@@ -112,13 +113,18 @@ async def limit(request: web.Request) -> None:
         await quota.admit(_principal(request))
 
 
-async def charge(request: web.Request) -> None:
-    """The body bytes just sent count against the caller's bytes_per_second."""
-    from ..keys import BYTES, QUOTA_KEY
+@web.middleware
+async def charge_sent(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """After each answer: the body bytes sent count against the caller's bytes_per_second."""
+    from ..keys import QUOTA_KEY, SENT
 
-    quota = request.app.get(QUOTA_KEY)
-    if quota is not None:
-        await quota.charge_bytes(_principal(request), request.get(BYTES, 0))
+    try:
+        return await handler(request)
+    finally:
+        quota = request.app.get(QUOTA_KEY)
+        sent = request.get(SENT)
+        if quota is not None and sent is not None and sent.total:
+            await quota.charge_bytes(_principal(request), sent.total)
 
 
 def _principal(request: web.Request) -> str:

@@ -38,15 +38,17 @@ RESERVE = 64 << 20
 _ALGORITHMS = ("sha256", "sha512")
 
 
-def namespace_for(upstream: str, tenant: str | None) -> str:
-    if tenant is None:
+def namespace_for(upstream: str, tenant: str | None, *, per_tenant: bool = False) -> str:
+    """``<upstream>``, or ``<upstream>/tenants/t-<tenant>`` (``.../none`` for no tenant)."""
+    if not per_tenant:
         return upstream
-    return f"{upstream}/{TENANTS}/{quote(tenant, safe='')}"
+    name = "none" if not tenant else f"t-{quote(tenant, safe='')}"
+    return f"{upstream}/{TENANTS}/{name}"
 
 
 def tenant_of(namespace: str) -> tuple[str, str | None]:
     upstream, _, rest = namespace.partition(f"/{TENANTS}/")
-    return upstream, (unquote(rest) if rest else None)
+    return upstream, (unquote(rest[2:]) if rest.startswith("t-") else None)
 
 
 class FilesystemWriter:

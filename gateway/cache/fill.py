@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 
 from ..log import get_logger
 from .store import ContentKey, DigestMismatch, Entry, Writer
@@ -111,7 +111,7 @@ class Fill:
         if self._done and self._followers == 0:
             self._writer.release()
 
-    async def follow(self, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+    async def follow(self, start: int = 0, end: int | None = None) -> AsyncGenerator[bytes, None]:
         """Bytes ``start`` to ``end`` (exclusive) as they arrive; FillFailed on failure.
 
         Until the fill published, the last byte of the blob is held back: a follower cannot

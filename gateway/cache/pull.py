@@ -112,6 +112,16 @@ async def _serve_stored(
         return await serve_object(request, cache.store, key, entry.size, redirect_ttl=ttl)
 
 
+async def _stored_if_belongs(
+    request: web.Request, cache: Cache, key: ContentKey, name: str, origin: Origin
+) -> web.StreamResponse | None:
+    """Another replica's object, for a caller whose repository holds the digest."""
+    # SECURITY: the filler may have fetched it for another repository.
+    if not await _belongs(request, cache, key.namespace, name, key.digest, origin):
+        return None
+    return await _serve_stored(request, cache, key)
+
+
 async def _belongs(
     request: web.Request, cache: Cache, namespace: str, name: str, digest: str, origin: Origin
 ) -> bool:
@@ -133,21 +143,22 @@ async def _join_or_start(
     request: web.Request, cache: Cache, key: ContentKey, name: str, origin: Origin
 ) -> Fill | web.StreamResponse:
     """The fill to follow: an existing one, or one this caller starts (one upstream GET)."""
-    while True:
-        fill = cache.fill_for(key)
-        if fill is not None:
-            return fill
-        pending = cache.starting(key)
-        if pending is None:
-            break
-        started = await pending  # another caller is asking the upstream right now
-        if started is not None:
-            return started
-        if cache.cached(key):  # published by another replica meanwhile
-            hit = await _serve_stored(request, cache, key)
-            if hit is not None:
-                return hit
-        # That caller's upstream answer was not a cacheable 200: ask for ourselves.
+    existing = cache.fill_for(key)
+    pending = cache.starting(key)
+    if existing is None and pending is not None:
+        existing = await pending  # another caller is asking the upstream right now
+        if existing is None:
+            if cache.cached(key):  # another replica published it (the cluster lease)
+                hit = await _stored_if_belongs(request, cache, key, name, origin)
+                if hit is not None:
+                    return hit
+            # That caller's upstream answer was not a cacheable 200: ask for ourselves.
+            return await _forward(request, origin, key.digest)
+    if existing is not None:
+        # SECURITY: a fill started for another repository is joined only once this
+        # repository is known to hold the digest.
+        if await _belongs(request, cache, key.namespace, name, key.digest, origin):
+            return existing
         return await _forward(request, origin, key.digest)
     cache.claim(key)
     fill = None
@@ -160,7 +171,7 @@ async def _join_or_start(
             if isinstance(outcome, Entry):  # another replica filled it
                 cache.lru.add(key, outcome.size)
                 cache.unclaim(key, None)
-                hit = await _serve_stored(request, cache, key)
+                hit = await _stored_if_belongs(request, cache, key, name, origin)
                 if hit is not None:
                     return hit
             elif outcome is not None:
@@ -326,6 +337,7 @@ async def _by_tag(
         response = await origin.send("HEAD", tag)
         if response.status == 404:
             tags.remember_missing(namespace, name, tag, accept, settings.negative_ttl)
+        await _note_head(cache, namespace, name, tag, accept, response)
         return await origin.relay(response)
     response = await origin.send("GET", tag)
     if response.status == 404:
@@ -346,6 +358,23 @@ async def _by_tag(
         await _store(cache, ContentKey(namespace, "manifests", digest), name, body, media_type)
         tags.put(namespace, name, tag, accept, digest, media_type)
     return serve_manifest(request, body, digest, media_type, result="MISS")
+
+
+async def _note_head(
+    cache: Cache, namespace: str, name: str, tag: str, accept: str,
+    response: aiohttp.ClientResponse,
+) -> None:  # fmt: skip
+    """An upstream HEAD naming a manifest the cache holds for this repository: remember the
+    tag, so the next HEAD or GET within tag_ttl needs no upstream request (docker, containerd
+    resolve a tag with a HEAD, then GET by digest)."""
+    digest = response.headers.get("Docker-Content-Digest")
+    if response.status != 200 or not digest or not is_cacheable(digest):
+        return
+    stored = await cache.manifest(ContentKey(namespace, "manifests", digest))
+    if stored is None or not acceptable(stored[1], accept):
+        return
+    if await cache.known(namespace, name, digest):
+        cache.tags.put(namespace, name, tag, accept, digest, stored[1])
 
 
 def _stale_or_raise(

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..keys import ABORTED, BYTES, CACHE_RESULT, METRICS_KEY
+from ..keys import CACHE_RESULT, METRICS_KEY
 from .ranges import Unsatisfiable
-from .responses import OCTET, _headers, _select, unsatisfiable
+from .responses import OCTET, _cut_short, _headers, _select, _sent, unsatisfiable
 from .s3 import S3Store
 from .store import ContentKey, StoreUnusable
 
@@ -24,7 +24,6 @@ async def serve_object(
     headers = _headers(digest, OCTET, "HIT")
     request[CACHE_RESULT] = "hit"
     if redirect_ttl is not None and request.method == "GET":
-        request[BYTES] = 0
         url = await store.presign(key, redirect_ttl)
         headers = {k: v for k, v in headers.items() if k != "Accept-Ranges"}
         headers.update({"Location": url, "Cache-Control": "no-store"})
@@ -36,13 +35,13 @@ async def serve_object(
     start, count = (chosen.start, chosen.length) if chosen else (0, size)
     response = web.StreamResponse(status=status, headers=headers)
     response.content_length = count
-    request[BYTES] = 0
     if request.method == "HEAD":
         await response.prepare(request)
         await response.write_eof()
         return response
     chunks = store.stream(key, start, start + count)
     first = await anext(chunks, b"")  # a store failure before any byte is still an error
+    counted = _sent(request)
     await response.prepare(request)
     sent = 0
     try:
@@ -50,12 +49,12 @@ async def serve_object(
         while chunk:
             await response.write(chunk)
             sent += len(chunk)
-            request[BYTES] = sent
+            counted.add(len(chunk))
             chunk = await anext(chunks, b"")
     except (StoreUnusable, ConnectionError) as exc:
         if request.transport is not None:
             request.transport.abort()
-        request[ABORTED] = (499 if isinstance(exc, ConnectionError) else 502, str(exc))
+        _cut_short(request, response, 499 if isinstance(exc, ConnectionError) else 502, str(exc))
         return response
     finally:
         await chunks.aclose()
@@ -63,7 +62,7 @@ async def serve_object(
     if sent != count:
         if request.transport is not None:
             request.transport.abort()
-        request[ABORTED] = (502, f"cache object ended after {sent} of {count} bytes")
+        _cut_short(request, response, 502, f"cache object ended after {sent} of {count} bytes")
         return response
     await response.write_eof()
     return response

@@ -9,17 +9,36 @@ caller sees a short body, never a complete-looking wrong one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 from aiohttp import web
 
 from ..errors import envelope
-from ..keys import ABORTED, BYTES, CACHE_RESULT, METRICS_KEY
+from ..keys import CACHE_RESULT, METRICS_KEY, RELAYED, ROUTE, SENT, UPSTREAM
+from ..metrics import SentBytes
+from ..upstream.relay import Relayed
 from .fill import Fill, FillFailed
 from .ranges import ByteRange, Unsatisfiable, parse_range
 
 OCTET = "application/octet-stream"
 SENDFILE_CHUNK = 16 << 20  # sendfile in slices so BYTES (and bytes_sent) moves while it runs
+
+
+def _sent(request: web.Request) -> SentBytes:
+    """Count this answer's body bytes as they are written, like a relayed one."""
+    bytes_sent = request.app[METRICS_KEY].bytes_sent
+    upstream, route = request.get(UPSTREAM), request.get(ROUTE)
+    counter = bytes_sent.labels(upstream, route) if upstream and route else None
+    sent = request[SENT] = SentBytes(counter)
+    return sent
+
+
+def _cut_short(
+    request: web.Request, response: web.StreamResponse, status: int, reason: str
+) -> None:
+    """Record a body that did not complete, for the request line and metrics."""
+    request[RELAYED] = Relayed(response, (status, reason))
 
 
 def _headers(digest: str, content_type: str | None, result: str) -> dict[str, str]:
@@ -46,7 +65,6 @@ def _select(
 
 def unsatisfiable(request: web.Request, size: int, headers: dict[str, str]) -> web.Response:
     """416 with ``Content-Range: bytes */size`` and an OCI error body of the right length."""
-    request[BYTES] = 0
     body = envelope("RANGE_INVALID", "requested range not satisfiable", {"size": size})
     kept = {k: v for k, v in headers.items() if k in ("Docker-Content-Digest", "ETag", "X-Cache")}
     return web.Response(
@@ -70,12 +88,12 @@ async def serve_file(
     response = web.StreamResponse(status=status, headers=headers)
     response.content_length = count
     if request.method == "HEAD":
-        request[BYTES] = 0
         await response.prepare(request)
         await response.write_eof()
         return response
     file = await asyncio.to_thread(open, path, "rb")
-    sent = request[BYTES] = 0
+    counted = _sent(request)
+    sent = 0
     try:
         await response.prepare(request)
         transport = request.transport
@@ -88,11 +106,11 @@ async def serve_file(
             if n == 0:
                 break
             sent += n
-            request[BYTES] = sent
+            counted.add(n)
         if sent != count:
             # The file shrank under us (it must not): never end a short body cleanly.
             transport.abort()
-            request[ABORTED] = (500, f"cache file ended after {sent} of {count} bytes")
+            _cut_short(request, response, 500, f"cache file ended after {sent} of {count} bytes")
             return response
         await response.write_eof()
     finally:
@@ -122,25 +140,25 @@ async def serve_fill(
     elif size is not None:
         response.content_length = size
     if request.method == "HEAD":
-        request[BYTES] = 0
         await response.prepare(request)
         await response.write_eof()
         return response
     start, end = (chosen.start, chosen.end) if chosen else (0, None)
-    sent = request[BYTES] = 0
+    counted = _sent(request)
     await response.prepare(request)
     try:
-        async for chunk in fill.follow(start, end):
-            await response.write(chunk)
-            sent += len(chunk)
-            request[BYTES] = sent
+        # aclosing: a caller hanging up stops following at once (the fill itself goes on).
+        async with contextlib.aclosing(fill.follow(start, end)) as chunks:
+            async for chunk in chunks:
+                await response.write(chunk)
+                counted.add(len(chunk))
     except FillFailed as exc:
         if request.transport is not None:
             request.transport.abort()  # a short body, never a clean end of wrong bytes
-        request[ABORTED] = (502, f"cache fill failed: {exc}")
+        _cut_short(request, response, 502, f"cache fill failed: {exc}")
         return response
     except ConnectionError:
-        request[ABORTED] = (499, "caller disconnected")
+        _cut_short(request, response, 499, "caller disconnected")
         return response
     await response.write_eof()
     return response
@@ -150,7 +168,8 @@ def serve_manifest(
     request: web.Request, body: bytes, digest: str, media_type: str, *, result: str
 ) -> web.Response:
     request[CACHE_RESULT] = result.lower()
-    request[BYTES] = 0 if request.method == "HEAD" else len(body)
+    if request.method != "HEAD":
+        _sent(request).add(len(body))
     headers = _headers(digest, media_type, result)
     del headers["Accept-Ranges"]
     if request.method != "HEAD" and result != "MISS":

@@ -419,6 +419,9 @@ class S3Store:
     def has_room(self, size: int) -> bool:
         return self.problem() is None
 
+    def note_used(self, size: int) -> None:
+        """A bucket has no free space to count down."""
+
 
 def access_from(
     settings: Any, environ: Mapping[str, str], secrets: Mapping[str, str] | None = None

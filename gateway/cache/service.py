@@ -113,7 +113,7 @@ class Cache:
         creds = upstream.credentials
         per_tenant = isinstance(creds, VaultCredentialsSpec) and creds.templated
         # SECURITY: per-tenant credentials see different content; so does the cache.
-        return namespace_for(upstream.key, (tenant or "") if per_tenant else None)
+        return namespace_for(upstream.key, tenant, per_tenant=per_tenant)
 
     def usable(self) -> bool:
         return self.store.problem() is None
@@ -194,6 +194,8 @@ class Cache:
     ) -> Fill:
         """Hand an open upstream 200 to a detached fill task; the caller follows the fill."""
         writer = await self.store.open_writer(key)
+        if response.content_length:
+            self.store.note_used(response.content_length)  # until the next free-space check
         fill = Fill(
             key,
             writer,

@@ -85,11 +85,14 @@ def add_cluster(app: web.Application, settings: Settings, cache: Cache) -> Clust
 
 def add_limits(app: web.Application, settings: Settings, cluster: Cluster | None) -> None:
     """``clients.rate_limits`` (shared through Redis when there is one)."""
-    from ..access.quota import Quota
+    from ..access.quota import Quota, charge_sent
     from ..keys import QUOTA_KEY
 
-    if settings.clients.rate_limits is not None:
-        app[QUOTA_KEY] = Quota(settings.clients.rate_limits, app[METRICS_KEY], cluster=cluster)
+    limits = settings.clients.rate_limits
+    if limits is not None:
+        app[QUOTA_KEY] = Quota(limits, app[METRICS_KEY], cluster=cluster)
+        if limits.bytes_per_second:
+            app.middlewares.append(charge_sent)
 
 
 def upstream_slots(settings: Settings, metrics: Metrics) -> UpstreamSlots | None:

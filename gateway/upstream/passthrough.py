@@ -107,14 +107,14 @@ def _write(
     sink: socket.socket,
     free: queue.Queue[memoryview],
     filled: queue.Queue[tuple[memoryview, int] | None],
-    progress: list[int],
+    progress: Callable[[int], None],
 ) -> BaseException | None:
     """Send queued buffers to the caller; return the error that stopped it, if any."""
     try:
         while (item := filled.get()) is not None:
             view, count = item
             sink.sendall(view[:count])
-            progress[0] += count
+            progress(count)
             free.put(view)
     except BaseException as exc:
         free.put(memoryview(b""))  # wake the reader: nothing more will be sent
@@ -143,11 +143,12 @@ class Passthrough:
 
     def _pump(
         self, source: socket.socket, sink: socket.socket, length: int, idle: float,
-        progress: list[int], overlap: bool,
+        progress: Callable[[int], None], overlap: bool,
     ) -> int:  # fmt: skip
         """Copy ``length`` bytes; with ``overlap`` one buffer is sent while the next fills.
 
-        ``progress[0]`` grows by every byte delivered, so an aborted copy still reports them.
+        ``progress`` is called with every count of bytes delivered, so an aborted copy still
+        reports them.
         Upstream failures raise BodyTruncated or BodyStalled; caller failures stay OSError.
         """
         _tune(source, sink, idle)
@@ -158,7 +159,7 @@ class Passthrough:
 
             def send(view: memoryview, count: int) -> None:
                 sink.sendall(view[:count])
-                progress[0] += count
+                progress(count)
                 free.put(view)
 
             _read(source, length, idle, free, send)
@@ -185,7 +186,7 @@ class Passthrough:
         sink: socket.socket,
         length: int,
         idle: float,
-        progress: list[int],
+        progress: Callable[[int], None],
     ) -> int:
         """Move exactly ``length`` bytes; raise BodyTruncated, BodyStalled or OSError."""
         loop = asyncio.get_running_loop()

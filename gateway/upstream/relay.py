@@ -3,7 +3,7 @@
 Bodies flow chunk by chunk with backpressure (``await write`` waits for the socket to drain),
 so memory stays flat whatever the blob size. An upstream that fails mid-body aborts the
 caller's connection: a truncated body must never look like a complete one. Such failures are
-recorded in ``request[ABORTED]`` as (status for logs and metrics, reason), not raised.
+returned in ``Relayed.aborted`` as (status for logs and metrics, reason), not raised.
 """
 
 from __future__ import annotations
@@ -15,12 +15,9 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from ..keys import ABORTED, BYTES, PASSTHROUGH_KEY, RELAY
-from ..log import get_logger
+from ..metrics import SentBytes
 from . import passthrough
 from .headers import caller_response_headers, rewrite_link
-
-log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -33,15 +30,31 @@ class LinkContext:
     ns: str | None
 
 
+@dataclass(frozen=True)
+class Relayed:
+    """What a relay did: the response, and how its body went."""
+
+    response: web.StreamResponse
+    # (status for logs and metrics, reason) when the body was cut short
+    aborted: tuple[int, str] | None = None
+    passthrough: bool = False  # the body went socket to socket
+
+
 async def relay(
     request: web.Request,
     upstream: aiohttp.ClientResponse,
     *,
+    sent: SentBytes,
+    pump: passthrough.Passthrough | None,
     link: LinkContext | None = None,
     ns: str | None = None,
     read_timeout: float = 60.0,
-) -> web.StreamResponse:
-    """Copy ``upstream`` to the caller; the upstream response is released on return."""
+) -> Relayed:
+    """Copy ``upstream`` to the caller, counting body bytes into ``sent`` as they are written.
+
+    ``pump`` runs large plain-TCP bodies socket to socket; None streams every body through
+    aiohttp. The upstream response is released (or closed) on return.
+    """
     headers = caller_response_headers(upstream.headers)
     if ns is not None:
         headers["OCI-Namespace"] = ns  # distribution-spec "Registry Proxying"
@@ -65,18 +78,18 @@ async def relay(
     response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
     length = upstream.content_length
     if request.method == "HEAD" or upstream.status in (204, 304):
-        request[BYTES] = 0
         upstream.release()
         await response.prepare(request)
-        return response
+        return Relayed(response)
     if length is not None:
         response.content_length = length
     failure: tuple[int, str] | None = None
+    direct = [False]
     try:
         await response.prepare(request)
-        sent = await _copy_body(request, response, upstream, length, read_timeout)
-        if length is not None and sent != length:
-            failure = (502, f"upstream body ended after {sent} of {length} bytes")
+        await _copy_body(request, response, upstream, length, read_timeout, sent, pump, direct)
+        if length is not None and sent.total != length:
+            failure = (502, f"upstream body ended after {sent.total} of {length} bytes")
     except ConnectionError:
         # The caller's side: resets, broken pipes, aiohttp's ClientConnectionResetError and the
         # plain ConnectionError("Connection lost") its drain raises. Upstream failures arrive
@@ -92,11 +105,10 @@ async def relay(
         # A truncated body must never look complete: abort instead of ending the response.
         upstream.close()
         _abort(request)
-        request[ABORTED] = failure
-        return response
+        return Relayed(response, failure, direct[0])
     upstream.release()
     await response.write_eof()
-    return response
+    return Relayed(response, None, direct[0])
 
 
 async def _copy_body(
@@ -105,53 +117,62 @@ async def _copy_body(
     upstream: aiohttp.ClientResponse,
     length: int | None,
     read_timeout: float,
-) -> int:
+    sent: SentBytes,
+    pump: passthrough.Passthrough | None,
+    direct: list[bool],
+) -> None:
     """Stream the body; large plain-TCP bodies go socket to socket once the first bytes are out."""
-    sent = request[BYTES] = 0
     content = upstream.content
-    source = passthrough.plain_socket(
-        upstream.connection.transport if upstream.connection else None
-    )
-    sink = passthrough.plain_socket(request.transport)
-    direct = (
-        source is not None
+    source = sink = None
+    if pump is not None and length is not None and length >= passthrough.MIN_PASSTHROUGH_BYTES:
+        source = passthrough.plain_socket(
+            upstream.connection.transport if upstream.connection else None
+        )
+        sink = passthrough.plain_socket(request.transport)
+    if (
+        pump is not None
+        and source is not None
         and sink is not None
         and length is not None
-        and length >= passthrough.MIN_PASSTHROUGH_BYTES
         and "Transfer-Encoding" not in upstream.headers
-        and request.app[PASSTHROUGH_KEY].has_capacity()
-    )
-    if direct:
-        assert length is not None and source is not None and sink is not None
+        and pump.has_capacity()
+    ):
         upstream_transport = upstream.connection.transport  # type: ignore[union-attr]
         with passthrough.WriteBufferFlushed(request.transport):
             first = await content.readany()
             if first:
+                _count_before_write(request, sent, len(first))
                 await response.write(first)
-                sent = request[BYTES] = len(first)
             # No await between taking aiohttp's buffer and pausing: nothing can slip in.
             buffered = content.read_nowait(-1)
             upstream_transport.pause_reading()  # type: ignore[union-attr]
             if buffered:
+                _count_before_write(request, sent, len(buffered))
                 await response.write(buffered)
-                sent = request[BYTES] = sent + len(buffered)
         if request.transport is None or request.transport.get_write_buffer_size():
             raise ConnectionResetError("caller transport is gone or not flushed")
-        if sent < length:
-            request[RELAY] = "passthrough"
-            progress = [sent]
+        if sent.total < length:
+            direct[0] = True
             try:
-                pump = request.app[PASSTHROUGH_KEY]
-                await pump.copy_exact(source, sink, length - sent, read_timeout, progress)
+                await pump.copy_exact(source, sink, length - sent.total, read_timeout, sent.add)
             finally:
                 upstream.close()  # aiohttp's parser no longer knows where the body ends
-                sent = request[BYTES] = progress[0]
-        return sent
+        return
     async for chunk in content.iter_any():
+        _count_before_write(request, sent, len(chunk))
         await response.write(chunk)
-        sent += len(chunk)
-        request[BYTES] = sent
-    return sent
+
+
+def _count_before_write(request: web.Request, sent: SentBytes, count: int) -> None:
+    """Count bytes the transport is about to take, before ``write`` can yield in its drain.
+
+    A scrape served while the last chunk drains then already includes it. A closing transport
+    takes nothing: that is the caller's hang-up, raised here as aiohttp would.
+    """
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        raise ConnectionResetError("caller disconnected")
+    sent.add(count)
 
 
 def _abort(request: web.Request) -> None:

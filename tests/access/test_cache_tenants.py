@@ -136,5 +136,5 @@ async def check_tenants(
         assert x_cache != "HIT", (repo, tail)
         assert secret_file not in body
     assert private.manifest_digest.split(":")[1] not in {
-        p.name for p in (workdir / "cache").rglob("*") if "team-b" in p.parts
+        p.name for p in (workdir / "cache").rglob("*") if "t-team-b" in p.parts
     }

@@ -36,6 +36,11 @@ def upstream_gets(registry: Registry, repo: str) -> list[str]:
     ]
 
 
+def upstream_requests(registry: Registry, repo: str) -> list[str]:
+    """Every access-log line of a request the gateway sent for `repo` (any method)."""
+    return registry_access_lines(registry, f"/v2/{repo}/")
+
+
 def tree_bytes(root: Path) -> dict[str, str]:
     """sha256 of every file under `root`, by relative path."""
     return {
@@ -69,10 +74,12 @@ def test_second_skopeo_pull_is_served_from_the_cache(
 
     skopeo.copy_to_oci(source, tmp_path / "first")
     after_first = len(upstream_gets(registry_open, image.repo))
+    requests_first = len(upstream_requests(registry_open, image.repo))
     skopeo.copy_to_oci(source, tmp_path / "second")
 
     assert after_first >= 1 + len(image.blob_digests)
     assert upstream_gets(registry_open, image.repo)[after_first:] == []
+    assert upstream_requests(registry_open, image.repo)[requests_first:] == []
     assert tree_bytes(tmp_path / "first") == tree_bytes(tmp_path / "second")
     blob_paths = {f"/v2/{REGISTRY_NAME}/{image.repo}/blobs/{d}" for d in image.blob_digests}
 
@@ -101,11 +108,21 @@ def test_second_containerd_pull_is_served_from_the_cache(
 
     containerd.pull(ref, hosts_dir=tmp_path)
     after_first = len(upstream_gets(registry_open, image.repo))
+    requests_first = len(upstream_requests(registry_open, image.repo))
     containerd.remove_image(ref)
     containerd.pull(ref, hosts_dir=tmp_path)
 
     assert after_first >= 1 + len(image.blob_digests)
     assert upstream_gets(registry_open, image.repo)[after_first:] == []
+    # containerd resolves the tag with a HEAD before it GETs the manifest by digest, so the
+    # first pull never told the cache which digest the tag names: one HEAD (free on Docker
+    # Hub) asks; everything else is local.
+    assert upstream_requests(registry_open, image.repo)[requests_first:] == [
+        line
+        for line in upstream_requests(registry_open, image.repo)[requests_first:]
+        if f'"HEAD /v2/{image.repo}/manifests/{image.tag} ' in line
+    ]
+    assert len(upstream_requests(registry_open, image.repo)[requests_first:]) <= 1
     assert containerd.image_digest(ref) == image.manifest_digest
     assert containerd.check_image(ref).complete
     blob_paths = {f"/v2/{image.repo}/blobs/{d}" for d in image.blob_digests}

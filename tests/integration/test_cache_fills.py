@@ -174,11 +174,15 @@ async def test_wrong_bytes_are_never_published_and_the_next_get_refetches(
     aiohttp_server: ServerFactory, start_gateway: GatewayFactory, http: aiohttp.ClientSession
 ) -> None:
     """Bytes that hash wrong: downloads fail, nothing stored, counted, refetched next time."""
-    blob = BlobUpstream(8 * MIB, b"integrity", modes=["wrong"])
+    blob = BlobUpstream(8 * MIB, b"integrity", delay=0.05, modes=["wrong"])
     gateway = await start(aiohttp_server, start_gateway, blob)
     url = f"{gateway.url}/v2/team/app/blobs/{blob.digest}"
 
-    first = await asyncio.gather(*(download(http, url) for _ in range(3)))
+    leader = asyncio.create_task(download(http, url))
+    while blob.gets == 0:
+        await asyncio.sleep(0.01)
+    followers = await asyncio.gather(*(download(http, url) for _ in range(2)))
+    first = [await leader, *followers]
 
     assert [d.digest for d in first] == [None, None, None]
     assert all(d.size < blob.size for d in first)  # the last byte is never handed out

@@ -56,6 +56,10 @@ async def test_tag_is_reused_within_tag_ttl_then_revalidated_with_one_head(
     first = await fetch(http, "GET", url, headers=ACCEPT)
     gets, heads = (len(manifest_lines(registry_open, image.repo, m)) for m in ("GET", "HEAD"))
     second = await fetch(http, "GET", url, headers=ACCEPT)
+    head = await fetch(http, "HEAD", url, headers=ACCEPT)
+    assert (head.status, head.headers["X-Cache"], head.body) == (200, "HIT", b"")
+    assert head.headers["Content-Length"] == str(len(image.manifest))
+    assert head.headers["Docker-Content-Digest"] == image.manifest_digest
     assert (len(manifest_lines(registry_open, image.repo, "GET")), len(
         manifest_lines(registry_open, image.repo, "HEAD"))) == (gets, heads)  # fmt: skip
     await asyncio.sleep(TTL + 0.2)

@@ -152,9 +152,11 @@ async def test_rotated_password_file_is_picked_up_without_restart(
 
 
 def token_gateway_config(registry: Registry) -> dict[str, Any]:
-    return registry_gateway_config(
+    config = registry_gateway_config(
         registry, credentials={"username": registry.username, "password": registry.password}
     )
+    # These tests count token fetches over repeated pulls: every pull must reach the upstream.
+    return {**config, "cache": {"enabled": False}}
 
 
 async def test_token_registry_twenty_concurrent_cold_pulls_fetch_one_token(
@@ -444,7 +446,12 @@ async def test_caller_authorization_and_cookies_never_go_upstream(
     recorder, server = await upstream_recorder(aiohttp_server)
     key = authority(server)
     extra = {"credentials": credentials} if credentials else {}
-    gateway = start_gateway(gateway_config({key: upstream(base_url(server), **extra)}, default=key))
+    # The loopback blob is not content-addressed: relay it uncached (the cache would abort it).
+    gateway = start_gateway(
+        gateway_config(
+            {key: upstream(base_url(server), **extra)}, default=key, cache={"enabled": False}
+        )
+    )
     caller_headers = {
         "Authorization": "Bearer caller-private-token",
         "Cookie": "session=caller-cookie",

@@ -86,6 +86,8 @@ def redirect_config(registry: TestServer, redirects: str, credentials: dict[str,
     return gateway_config(
         {key: upstream(base_url(registry), redirects=redirects, credentials=credentials)},
         default=key,
+        # The loopback blob is not content-addressed: relay it uncached (the cache would abort).
+        cache={"enabled": False},
     )
 
 

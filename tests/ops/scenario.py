@@ -210,6 +210,8 @@ def run_scenario(
             "kv_version": 2,
             "auth": {"method": "token", "token_env": "VAULT_TOKEN"},
         },
+        # The scenario counts upstream requests exactly: every pull must reach the upstream.
+        "cache": {"enabled": False},
     }  # fmt: skip
     env = {"OPS_REGISTRY_PASSWORD": registry_token.password, "VAULT_TOKEN": openbao.root_token}
     gateway = GatewayProcess.start(workdir / "gateway", config, env=env)

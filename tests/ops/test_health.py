@@ -19,7 +19,10 @@ def test_healthy_gateway_is_live_and_ready(tmp_path: Path) -> None:
         ready = client.send(f"{gateway.url}/readyz")
     assert (live.status, json.loads(live.body)) == (200, {"status": "ok"})
     assert ready.status == 200
-    assert json.loads(ready.body) == {"status": "ready", "checks": {"draining": "ok"}}
+    assert json.loads(ready.body) == {
+        "status": "ready",
+        "checks": {"draining": "ok", "cache": "ok"},  # the embedded default caches
+    }
     assert live.headers["X-Request-ID"] and ready.headers["X-Request-ID"]
 
 

@@ -34,8 +34,8 @@ CALLER_JWT = (
 )
 VAULT_TOKEN = re.compile(r"\b(?:hvs|s|hvb|b)\.[A-Za-z0-9]{20,}")
 # Lines logged outside any request: start-up and shutdown, Vault's background login (with its
-# HTTP library), the event loop's own start-up line.
-LIFECYCLE_LOGGERS = {"gateway", "gateway.credentials.vault", "asyncio"}
+# HTTP library), the event loop's own start-up line, the cache's start-up and maintenance.
+LIFECYCLE_LOGGERS = {"gateway", "gateway.credentials.vault", "asyncio", "gateway.cache.service"}
 LIBRARY_LOGGER_PREFIXES = ("urllib3.", "hvac.")
 
 

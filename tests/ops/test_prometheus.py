@@ -31,7 +31,7 @@ CONTRACT_FAMILIES = {
     "registry_gateway_upstream_ratelimit_remaining": "gauge",
 }
 ROUTES = {"base", "manifest", "blob", "tags", "referrers", "token", "other"}
-ALLOWED_LABELS = {"route", "method", "code", "upstream", "operation", "result"}
+ALLOWED_LABELS = {"route", "method", "code", "upstream", "operation", "result", "kind"}
 # Per sample name: the labels beyond ALLOWED_LABELS that the exposition format adds itself.
 FORMAT_LABELS = {"le"}
 

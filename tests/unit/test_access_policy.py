@@ -6,8 +6,8 @@ import pytest
 
 from gateway.access.policy import ANONYMOUS, Policy, candidate_targets
 from gateway.oci.scope import Scope, parse_scopes
+from gateway.routing import Router
 from gateway.settings import AccessRule, ClientsSettings
-from gateway.upstream.routing import Router
 
 CLIENTS = ClientsSettings(
     auth="token",

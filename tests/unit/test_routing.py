@@ -1,46 +1,17 @@
-"""Routing: ns, then Host, then path prefix, then default (CONTRACT.md)."""
+"""gateway.routing: ns, then Host, then path prefix, then default (CONTRACT.md)."""
 
 from __future__ import annotations
 
 import pytest
 
-from gateway.errors import EndpointUnknown, NameInvalid, NameUnknown, Unsupported
-from gateway.upstream.routing import ApiPath, Router, parse_api_path
+from gateway.errors import NameInvalid, NameUnknown
+from gateway.routing import Router
 
 UPSTREAMS = frozenset({"docker.io", "gcr.io", "localhost:5000", "quay.io"})
 
 
 def router(default: str | None = "docker.io") -> Router:
     return Router(UPSTREAMS, {"gcr.mirror.example.com": "gcr.io"}, default)
-
-
-@pytest.mark.parametrize(
-    ("tail", "expected"),
-    [
-        ("", ApiPath("base")),
-        ("library/alpine/manifests/latest", ApiPath("manifest", "library/alpine", "latest")),
-        ("a/b/c/blobs/sha256:abc", ApiPath("blob", "a/b/c", "sha256:abc")),
-        ("a/tags/list", ApiPath("tags", "a")),
-        ("a/referrers/sha256:abc", ApiPath("referrers", "a", "sha256:abc")),
-        # a repository may itself be called "manifests": the last segment decides
-        ("x/manifests/manifests/v1", ApiPath("manifest", "x/manifests", "v1")),
-        ("gcr.io/google-containers/pause/manifests/3.9",
-         ApiPath("manifest", "gcr.io/google-containers/pause", "3.9")),
-    ],
-)  # fmt: skip
-def test_parse_api_path(tail: str, expected: ApiPath) -> None:
-    """Endpoint, name and argument come out of the path after /v2/."""
-    assert parse_api_path(tail) == expected
-
-
-def test_unknown_and_catalog_paths() -> None:
-    """Upload paths and other junk are 404; the catalog is not offered."""
-    with pytest.raises(EndpointUnknown):
-        parse_api_path("a/blobs/uploads/123")
-    with pytest.raises(EndpointUnknown):
-        parse_api_path("a")
-    with pytest.raises(Unsupported):
-        parse_api_path("_catalog")
 
 
 def test_ns_wins_over_everything() -> None:

@@ -1,5 +1,8 @@
 """Choosing the upstream for a request (CONTRACT.md "Routing a request to an upstream").
 
+Request-level and pure: used by ``access`` (which rules apply to a name) and by the handlers
+(where a request goes) before anything talks to an upstream.
+
 In order, the first that applies wins: ``ns`` query parameter, ``routing.hosts`` by Host header,
 a path prefix naming a configured upstream, ``routing.default``. Only configured upstreams are
 ever chosen: no host a caller names is dialled.
@@ -7,45 +10,16 @@ ever chosen: no host a caller names is dialled.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from ..errors import EndpointUnknown, NameInvalid, NameUnknown, Unsupported
-from ..oci.names import is_valid_name
-from ..settings import DOCKER_HUB, normalize_registry
+from .errors import NameInvalid, NameUnknown
+from .oci.names import is_valid_name
+from .settings import DOCKER_HUB, normalize_registry
 
-Route = Literal["base", "manifest", "blob", "tags", "referrers", "other"]
-
-_PATHS: list[tuple[Route, re.Pattern[str]]] = [
-    ("manifest", re.compile(r"(?P<name>.+)/manifests/(?P<arg>[^/]+)")),  # end-3
-    ("blob", re.compile(r"(?P<name>.+)/blobs/(?P<arg>[^/]+)")),  # end-2
-    ("tags", re.compile(r"(?P<name>.+)/tags/list")),  # end-8a/8b
-    ("referrers", re.compile(r"(?P<name>.+)/referrers/(?P<arg>[^/]+)")),  # end-12a/12b
-]
-
-
-@dataclass(frozen=True)
-class ApiPath:
-    """A parsed ``/v2/`` path: the endpoint, the name as written and its argument."""
-
-    route: Route
-    name: str = ""
-    arg: str = ""
-
-
-def parse_api_path(tail: str) -> ApiPath:
-    """Split the part after ``/v2/`` into endpoint, name and reference/digest."""
-    if tail == "":
-        return ApiPath("base")
-    for route, pattern in _PATHS:
-        match = pattern.fullmatch(tail)
-        if match:
-            return ApiPath(route, match.group("name"), match.groupdict().get("arg") or "")
-    if tail.startswith("_catalog"):
-        raise Unsupported("the gateway does not offer a catalog")
-    raise EndpointUnknown(detail={"path": "/v2/" + tail})
+Route = Literal["base", "manifest", "blob", "tags", "referrers", "token", "other"]
+"""Every metrics ``route`` label value (CONTRACT.md "Metrics")."""
 
 
 @dataclass(frozen=True)
