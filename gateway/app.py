@@ -75,13 +75,13 @@ def create_app(
         app[READINESS_KEY].add_check("vault", vault.problem)
     store = credentials or UpstreamCredentialStore(settings.upstreams, vault=vault)
     app.on_response_prepare.append(on_prepare)
-    app[CACHE_KEY] = Cache(settings.cache, app[METRICS_KEY], store=scaleout.store(settings))
+    app[CACHE_KEY] = Cache(settings.cache, app[METRICS_KEY], store=scaleout.store(settings, vault))
     if settings.cache.enabled:
         scaleout.add_store_lifecycle(app, app[CACHE_KEY])
         app.cleanup_ctx.append(app[CACHE_KEY].lifecycle)
         app[READINESS_KEY].add_check("cache", scaleout.cache_check(app[CACHE_KEY]))
         app.on_response_prepare.append(mark_response)
-    scaleout.add_limits(app, settings, scaleout.add_cluster(app, settings, app[CACHE_KEY]))
+    scaleout.add_limits(app, settings, scaleout.add_cluster(app, settings, app[CACHE_KEY], vault))
     slots = scaleout.upstream_slots(settings, app[METRICS_KEY])
 
     async def upstream_session(app: web.Application) -> AsyncIterator[None]:

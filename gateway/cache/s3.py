@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import errno
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -202,8 +202,15 @@ class S3Store:
 
     shared = True  # other replicas publish into the same bucket
 
-    def __init__(self, access: S3Access, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        access: S3Access,
+        *,
+        timeout: float = 30.0,
+        credentials: Callable[[], Awaitable[Mapping[str, Any]]] | None = None,
+    ) -> None:
         self.access = access
+        self._load_credentials = credentials  # a Vault secret with the two keys
         self._prefix = access.prefix
         self._timeout = timeout
         self._client: Any = None
@@ -216,6 +223,12 @@ class S3Store:
 
     async def _ensure_client(self) -> Any:
         if self._client is None:
+            if self._load_credentials is not None:
+                try:
+                    secret = await self._load_credentials()
+                except Exception as exc:  # Vault down, secret missing: the store is unusable
+                    raise self._failed(exc) from exc
+                self.access = access_from(self.access, {}, secret)
             session = get_session()
             config = AioConfig(
                 connect_timeout=min(self._timeout, 5.0),
@@ -424,10 +437,10 @@ class S3Store:
 
 
 def access_from(
-    settings: Any, environ: Mapping[str, str], secrets: Mapping[str, str] | None = None
+    settings: Any, environ: Mapping[str, str], secrets: Mapping[str, Any] | None = None
 ) -> S3Access:
     """``cache.s3`` and its credentials (env names, or a Vault secret's values) → S3Access."""
-    creds = settings.credentials or {}
+    creds = getattr(settings, "credentials", None) or {}
     key_id = secret = None
     if secrets is not None:
         key_id, secret = secrets.get("access_key_id"), secrets.get("secret_access_key")

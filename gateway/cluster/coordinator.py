@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from ..credentials.base import CredentialsError
 from ..log import get_logger
 from ..metrics import Metrics
 from ..settings import ClusterSettings
@@ -95,33 +96,42 @@ class Cluster:
         settings: ClusterSettings,
         metrics: Metrics,
         *,
-        password: str | None = None,
-        client: aioredis.Redis | None = None,
+        password: Callable[[], Awaitable[str | None]] | None = None,
     ) -> None:
         assert settings.redis is not None
         self.settings = settings
         self.prefix = settings.redis.key_prefix
         self._metrics = metrics
-        self._client = client or aioredis.Redis.from_url(
-            settings.redis.url,
-            password=password,
-            socket_timeout=CALL_TIMEOUT,
-            socket_connect_timeout=CALL_TIMEOUT,
-            retry_on_timeout=False,
-            decode_responses=True,
-        )
+        self._password = password
+        self._client: aioredis.Redis | None = None
         self.up = True
         metrics.cluster_up.set(1)
 
+    async def _connect(self) -> aioredis.Redis:
+        """The client, made on first use (the password may come from Vault)."""
+        if self._client is None:
+            assert self.settings.redis is not None
+            password = await self._password() if self._password is not None else None
+            self._client = aioredis.Redis.from_url(
+                self.settings.redis.url,
+                password=password,
+                socket_timeout=CALL_TIMEOUT,
+                socket_connect_timeout=CALL_TIMEOUT,
+                retry_on_timeout=False,
+                decode_responses=True,
+            )
+        return self._client
+
     async def close(self) -> None:
-        await self._client.aclose()
+        if self._client is not None:
+            await self._client.aclose()
 
     async def run(self, operation: str, call: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
         """One Redis call, bounded; ClusterUnavailable when it failed or was slow."""
         try:
             async with asyncio.timeout(CALL_TIMEOUT * 2):
-                result = await call(self._client)
-        except (RedisError, OSError, TimeoutError) as exc:
+                result = await call(await self._connect())
+        except (RedisError, OSError, TimeoutError, CredentialsError) as exc:
             self._metrics.cluster_errors.labels(operation).inc()
             if self.up:
                 self.up = False

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
 from ..cache.s3 import S3Store, access_from
 from ..cache.service import Cache
 from ..cache.store import Store
+from ..credentials.vault import VaultCredentialStore
+from ..credentials.vault_secrets import Location
 from ..health import Degraded
 from ..keys import METRICS_KEY
 from ..log import get_logger
@@ -22,12 +25,27 @@ from .coordinator import Cluster
 log = get_logger(__name__)
 
 
-def store(settings: Settings) -> Store | None:
+def store(settings: Settings, vault: VaultCredentialStore | None = None) -> Store | None:
     """The configured store when it is not the default filesystem one."""
     cache = settings.cache
     if not cache.enabled or cache.store != "s3":
         return None
-    return S3Store(access_from(cache.s3, os.environ), timeout=settings.timeouts.read)
+    loader = None
+    spec = (cache.s3.credentials or {}).get("vault")
+    if spec is not None and vault is not None:
+        where = Location(spec.get("mount") or settings_kv_mount(settings), spec["path"].strip("/"))
+
+        async def loader() -> Mapping[str, Any]:
+            assert vault is not None
+            return await vault.read(where)
+
+    return S3Store(
+        access_from(cache.s3, os.environ), timeout=settings.timeouts.read, credentials=loader
+    )
+
+
+def settings_kv_mount(settings: Settings) -> str:
+    return settings.vault.kv_mount if settings.vault is not None else "secret"
 
 
 def add_store_lifecycle(app: web.Application, cache: Cache) -> None:
@@ -57,20 +75,38 @@ def cache_check(cache: Cache) -> Callable[[], str | None]:
     return check
 
 
-def redis_password(settings: Settings) -> str | None:
+def redis_password(
+    settings: Settings, vault: VaultCredentialStore | None
+) -> Callable[[], Awaitable[str | None]]:
+    """How to get the Redis password: env or file (read now), or a Vault secret's ``password``."""
     assert settings.cluster is not None and settings.cluster.redis is not None
     redis = settings.cluster.redis
+    fixed: str | None = None
     if redis.password is not None:
-        return redis.password.reveal()
-    if redis.password_file is not None:
-        return Path(redis.password_file).read_text(encoding="utf-8").strip()
-    return None
+        fixed = redis.password.reveal()
+    elif redis.password_file is not None:
+        fixed = Path(redis.password_file).read_text(encoding="utf-8").strip()
+    path = redis.password_vault
+
+    async def password() -> str | None:
+        if path is None or vault is None:
+            return fixed
+        secret = await vault.read(Location(settings_kv_mount(settings), path.strip("/")))
+        value = secret.get("password")
+        return str(value) if value is not None else None
+
+    return password
 
 
-def add_cluster(app: web.Application, settings: Settings, cache: Cache) -> Cluster | None:
+def add_cluster(
+    app: web.Application,
+    settings: Settings,
+    cache: Cache,
+    vault: VaultCredentialStore | None = None,
+) -> Cluster | None:
     if settings.cluster is None or settings.cluster.redis is None:
         return None
-    cluster = Cluster(settings.cluster, app[METRICS_KEY], password=redis_password(settings))
+    cluster = Cluster(settings.cluster, app[METRICS_KEY], password=redis_password(settings, vault))
     cache.cluster = cluster
 
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:

@@ -215,6 +215,11 @@ def parse_settings(
     limits = _parse_limits(raw.get("limits"), reader)
     cache = parse_cache(raw.get("cache"), reader)
     cluster = parse_cluster(raw.get("cluster"), reader)
+    if raw.get("vault") is None:
+        if isinstance(cache.s3.credentials, dict) and "vault" in cache.s3.credentials:
+            reader.fail("cache.s3.credentials.vault", "needs the top-level vault section")
+        if cluster is not None and cluster.redis is not None and cluster.redis.password_vault:
+            reader.fail("cluster.redis.vault", "needs the top-level vault section")
 
     if problems:
         raise ConfigError(problems)

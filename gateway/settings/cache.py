@@ -118,8 +118,13 @@ def _check_s3_credentials(creds: Mapping[str, Any], reader: Reader) -> None:
     """``{access_key_id_env, secret_access_key_env}`` (both set) or ``{vault: {path}}``."""
     path = "cache.s3.credentials"
     if isinstance(creds.get("vault"), dict):
-        if not isinstance(creds["vault"].get("path"), str) or set(creds) != {"vault"}:
-            reader.fail(join_key(path, "vault"), "must be {path: ...} and the only form")
+        vault = creds["vault"]
+        if (
+            not isinstance(vault.get("path"), str)
+            or set(creds) != {"vault"}
+            or (set(vault) - {"path", "mount"})
+        ):
+            reader.fail(join_key(path, "vault"), "must be {path, mount?} and the only form")
         return
     if set(creds) != {"access_key_id_env", "secret_access_key_env"}:
         reader.fail(path, "must be {access_key_id_env, secret_access_key_env} or {vault: {path}}")

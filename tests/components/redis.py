@@ -16,25 +16,27 @@ STARTUP_TIMEOUT = 15.0
 
 
 def ping(port: int) -> bool:
+    """Whether a Redis answers on ``port`` (a NOAUTH error counts: it is up)."""
     try:
         with socket.create_connection((LOOPBACK, port), timeout=1) as sock:
             sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
+            return sock.recv(16).startswith((b"+PONG", b"-NOAUTH"))
     except OSError:
         return False
 
 
 class Redis(Stoppable):
-    def __init__(self, workdir: Path, port: int) -> None:
+    def __init__(self, workdir: Path, port: int, password: str | None = None) -> None:
         self.workdir = workdir
         self.port = port
+        self.password = password
         self.url = f"redis://{LOOPBACK}:{port}/0"
         self._process: ManagedProcess | None = None
 
     @classmethod
-    def start(cls, workdir: Path) -> Redis:
+    def start(cls, workdir: Path, *, password: str | None = None) -> Redis:
         workdir.mkdir(parents=True, exist_ok=True)
-        server = cls(workdir, free_port())
+        server = cls(workdir, free_port(), password)
         try:
             server.start_again()
         except BaseException:
@@ -47,6 +49,7 @@ class Redis(Stoppable):
             require_binary("redis-server"), "--bind", LOOPBACK, "--port", str(self.port),
             "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
             "--protected-mode", "yes",
+            *(["--requirepass", self.password] if self.password else []),
         ]  # fmt: skip
         self._process = ManagedProcess.spawn(
             "redis-server", argv, log_path=self.workdir / "redis.log", cwd=self.workdir
