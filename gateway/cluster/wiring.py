@@ -15,12 +15,13 @@ from ..cache.store import Store
 from ..credentials.vault import VaultCredentialStore
 from ..credentials.vault_secrets import Location
 from ..health import Degraded
-from ..keys import METRICS_KEY
+from ..keys import ACCESS_KEY, METRICS_KEY
 from ..log import get_logger
 from ..metrics import Metrics
 from ..settings import Settings
 from ..upstream.concurrency import UpstreamSlots
 from .coordinator import Cluster
+from .logins import SharedLoginLimiter
 
 log = get_logger(__name__)
 
@@ -108,6 +109,8 @@ def add_cluster(
         return None
     cluster = Cluster(settings.cluster, app[METRICS_KEY], password=redis_password(settings, vault))
     cache.cluster = cluster
+    limit = settings.clients.login_limit
+    app[ACCESS_KEY].limiter = SharedLoginLimiter(cluster, limit.failures, limit.window)
 
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
         log.info("cluster_configured", key_prefix=cluster.prefix,

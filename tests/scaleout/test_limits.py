@@ -8,8 +8,9 @@ import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from tests.components.client import basic_authorization
 from tests.components.redis import Redis
-from tests.components.registry import Registry
+from tests.components.registry import Registry, htpasswd_line
 from tests.gateway_process import GatewayProcess
 from tests.scaleout.conftest import metric
 
@@ -115,3 +116,37 @@ async def test_max_concurrency_keeps_at_most_two_requests_open_at_the_upstream(
     assert [r[0] for r in results].count(200) == 2 and len(busy) == 4
     assert all(r[1] is not None and int(r[1]) >= 1 for r in busy)
     assert metric(text, "registry_gateway_rate_limited_total", reason="upstream_concurrency") == 4
+
+
+async def test_failed_logins_are_counted_across_replicas(
+    upstream: Registry, redis: Redis, replicas, tmp_path
+) -> None:
+    """login_limit 3: wrong passwords spread over two replicas are refused on both (429 with
+    Retry-After) after at most 3 + 1 attempts, even the right password while refused."""
+    htpasswd = tmp_path / "htpasswd"
+    htpasswd.write_text(htpasswd_line("alice", "right-password"))
+    config = {
+        "upstreams": {"up": {"url": upstream.url}},
+        "routing": {"default": "up"},
+        "cache": {"enabled": False},
+        "cluster": {"redis": {"url": redis.url, "key_prefix": "logins:"}},
+        "clients": {
+            "auth": "basic",
+            "htpasswd": str(htpasswd),
+            "login_limit": {"failures": 3, "window": 60},
+        },
+    }
+    a, b = replicas(2, config)
+    wrong = {"Authorization": basic_authorization("alice", "wrong-password")}
+    async with aiohttp.ClientSession() as session:
+        statuses = []
+        for gateway in (a, b, a, b):
+            async with session.get(f"{gateway.url}/v2/", headers=wrong) as response:
+                statuses.append(response.status)
+            await asyncio.sleep(0.3)  # the shared count is written in the background
+        assert statuses.count(401) >= 3
+        for gateway in (a, b):
+            right = {"Authorization": basic_authorization("alice", "right-password")}
+            async with session.get(f"{gateway.url}/v2/", headers=right) as response:
+                assert response.status == 429
+                assert int(response.headers["Retry-After"]) >= 1
