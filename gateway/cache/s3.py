@@ -37,6 +37,7 @@ import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
+from cachetools import LRUCache
 
 from ..log import get_logger
 from ..secret import Secret
@@ -46,6 +47,8 @@ from .store import ContentKey, DigestMismatch, Entry, Kind, StoreUnusable
 log = get_logger(__name__)
 
 PART_SIZE = 8 << 20  # S3's minimum is 5 MiB for every part but the last
+SMALL_OBJECT = 1 << 20  # manifests: read whole and kept in memory
+SMALL_CACHE = 64 << 20  # bytes of manifests kept
 RETAINED_PARTS = 2
 STREAM_CHUNK = 1 << 20
 REPOSITORIES = "repositories"
@@ -218,6 +221,7 @@ class S3Store:
         self._problem: str | None = None
         self._problem_at = 0.0
         self.uploads: set[str] = set()
+        self._small: LRUCache[ContentKey, bytes] = LRUCache(SMALL_CACHE, getsizeof=len)
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -342,6 +346,16 @@ class S3Store:
         return None
 
     async def read(self, key: ContentKey) -> bytes:
+        # Content-addressed and verified: a copy in memory can never go stale.
+        cached = self._small.get(key)
+        if cached is not None:
+            return cached
+        data = await self._read(key)
+        if len(data) <= SMALL_OBJECT:
+            self._small[key] = data
+        return data
+
+    async def _read(self, key: ContentKey) -> bytes:
         try:
             got = await self.call("get_object", Key=self.object_key(key))
             async with got["Body"] as body:
@@ -386,6 +400,7 @@ class S3Store:
         """S3 keeps no access time; eviction goes by each replica's own view of use."""
 
     async def delete(self, key: ContentKey) -> int:
+        self._small.pop(key, None)
         entry = await self.stat(key)
         if entry is None:
             return 0
