@@ -55,6 +55,7 @@ REPOSITORIES = "repositories"
 LINKS = "_links"
 # After a failed call the store reports its problem this long, then lets a request try again.
 PROBLEM_HOLD = 5.0
+ABANDONED = 24 * 3600.0  # an upload this old belongs to no live fill on any replica
 _MISSING = frozenset({"404", "NoSuchKey", "NotFound", "NoSuchUpload"})
 _EXISTS = frozenset({"412", "PreconditionFailed", "ConditionalRequestConflict"})
 
@@ -312,7 +313,7 @@ class S3Store:
 
     async def start(self) -> list[Entry]:
         await self.call("head_bucket")
-        await self.sweep(24 * 3600.0)
+        await self.sweep(ABANDONED)
         entries: list[Entry] = []
         token: str | None = None
         while True:
@@ -420,9 +421,13 @@ class S3Store:
         return True
 
     async def sweep(self, older_than: float) -> int:
-        """Abort multipart uploads left by a crashed replica (none of ours in progress)."""
+        """Abort multipart uploads left by a crashed replica (none of ours in progress).
+
+        Another replica's upload may be a long fill still running: only uploads older than
+        ``ABANDONED`` are taken for abandoned, whatever the caller asks.
+        """
         page = await self.call("list_multipart_uploads", Prefix=self._prefix)
-        cutoff = datetime.now(UTC).timestamp() - older_than
+        cutoff = datetime.now(UTC).timestamp() - max(older_than, ABANDONED)
         removed = 0
         for upload in page.get("Uploads", []):
             initiated: datetime = upload["Initiated"]
