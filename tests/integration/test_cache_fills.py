@@ -174,7 +174,7 @@ async def test_wrong_bytes_are_never_published_and_the_next_get_refetches(
     aiohttp_server: ServerFactory, start_gateway: GatewayFactory, http: aiohttp.ClientSession
 ) -> None:
     """Bytes that hash wrong: downloads fail, nothing stored, counted, refetched next time."""
-    blob = BlobUpstream(8 * MIB, b"integrity", delay=0.05, modes=["wrong"])
+    blob = BlobUpstream(8 * MIB, b"integrity", delay=0.15, modes=["wrong"])
     gateway = await start(aiohttp_server, start_gateway, blob)
     url = f"{gateway.url}/v2/team/app/blobs/{blob.digest}"
 
