@@ -25,6 +25,8 @@ packages=(
   curl              # manual and script-level probes
   apache2-utils     # htpasswd: tests check the gateway reads every hash type it writes
   ca-certificates   # TLS trust store for https upstreams in tests that use one
+  redis-server      # cluster coordination for the replica tests (started by the tests, not as a service)
+  haproxy           # the load balancer in front of 3 gateway replicas in tests/scaleout
   tar
   gzip
 )

@@ -11,6 +11,7 @@ from aiohttp import web
 from .access.gatekeeper import Gatekeeper
 from .cache.responses import mark_response
 from .cache.service import Cache
+from .cluster import wiring as scaleout
 from .credentials.base import CredentialStore
 from .credentials.store import UpstreamCredentialStore
 from .credentials.vault import VaultCredentialStore
@@ -78,10 +79,11 @@ def create_app(
         app[READINESS_KEY].add_check("vault", vault.problem)
     store = credentials or UpstreamCredentialStore(settings.upstreams, vault=vault)
     app.on_response_prepare.append(on_prepare)
-    app[CACHE_KEY] = Cache(settings.cache, app[METRICS_KEY])
+    app[CACHE_KEY] = Cache(settings.cache, app[METRICS_KEY], store=scaleout.store(settings, vault))
     if settings.cache.enabled:
+        scaleout.add_store_lifecycle(app, app[CACHE_KEY])
         app.cleanup_ctx.append(app[CACHE_KEY].lifecycle)
-        app[READINESS_KEY].add_check("cache", app[CACHE_KEY].problem)
+        app[READINESS_KEY].add_check("cache", scaleout.cache_check(app[CACHE_KEY]))
         app.on_response_prepare.append(mark_response)
         cache = app[CACHE_KEY]
 
@@ -91,6 +93,8 @@ def create_app(
             cache.forget_tag(upstream, event.tenant, event.name, event.reference)
 
         app[PUSH_KEY].manifest_hooks.append(forget_pushed_tag)
+    scaleout.add_limits(app, settings, scaleout.add_cluster(app, settings, app[CACHE_KEY], vault))
+    slots = scaleout.upstream_slots(settings, app[METRICS_KEY])
 
     async def upstream_session(app: web.Application) -> AsyncIterator[None]:
         timeout = aiohttp.ClientTimeout(
@@ -111,7 +115,7 @@ def create_app(
         )
         app[SESSION_KEY] = session
         app[UPSTREAM_KEY] = UpstreamClient(
-            session, settings, store, app[TOKENS_KEY], app[METRICS_KEY]
+            session, settings, store, app[TOKENS_KEY], app[METRICS_KEY], slots
         )
         pump = Passthrough() if settings.streaming.passthrough else None
         app[PASSTHROUGH_KEY] = pump

@@ -6,6 +6,7 @@ import aiohttp
 from aiohttp import web
 
 from .access.gatekeeper import Gatekeeper
+from .access.quota import Quota
 from .cache.service import Cache
 from .health import Readiness
 from .metrics import Metrics, SentBytes
@@ -30,6 +31,7 @@ PASSTHROUGH_KEY = web.AppKey[Passthrough | None]("passthrough")
 ACCESS_KEY = web.AppKey("access", Gatekeeper)
 PUSH_KEY = web.AppKey("push", PushService)  # upload sessions and write hooks (push/)
 CACHE_KEY = web.AppKey("cache", Cache)
+QUOTA_KEY = web.AppKey("quota", Quota)  # only with clients.rate_limits
 
 # Per-request values (request[...]): set by handlers, read by the request middleware.
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -174,3 +174,18 @@ class Metrics:
             "Upstream content that did not hash to its digest (never published).",
             ["upstream"], registry=r,
         )  # fmt: skip
+        self.rate_limited = Counter(
+            "registry_gateway_rate_limited_total",
+            "Requests refused or timed out by a limit (client: 429; upstream_concurrency: 503).",
+            ["reason"], registry=r,
+        )  # fmt: skip
+        self.cluster_up = Gauge(
+            "registry_gateway_cluster_up",
+            "1 while the cluster's Redis answers; 0 while this replica goes on alone.",
+            registry=r,
+        )  # fmt: skip
+        self.cluster_errors = Counter(
+            "registry_gateway_cluster_errors_total",
+            "Redis calls that failed or timed out (the replica went on alone).",
+            ["operation"], registry=r,
+        )  # fmt: skip

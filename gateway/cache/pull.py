@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
+from ..cluster import tags as shared_tags
+from ..cluster.fills import coordinate
 from ..errors import ManifestUnknown, UpstreamError
 from ..keys import CACHE_RESULT
 from ..log import get_logger
@@ -27,9 +29,11 @@ from ..oci.names import looks_like_digest
 from .digests import digest_of, hasher_for, is_cacheable
 from .fill import Fill
 from .index import TagEntry, accept_key, acceptable
+from .remote import serve_object
 from .responses import serve_file, serve_fill, serve_manifest
+from .s3 import S3Store
 from .service import Cache
-from .store import ContentKey, StoreUnusable
+from .store import ContentKey, Entry, StoreUnusable
 
 log = get_logger(__name__)
 
@@ -62,18 +66,16 @@ async def serve_blob(
         request[CACHE_RESULT] = "bypass"
         return await _forward(request, origin, digest)
     key = ContentKey(namespace, "blobs", digest)
+    if cache.fill_for(key) is None and not cache.cached(key):
+        await cache.discover(key)  # a shared store: another replica may have filled it
     if cache.cached(key) or cache.fill_for(key) is not None:
         if not await _belongs(request, cache, namespace, name, digest, origin):
             metrics.labels("blob", "miss").inc()
             return await _forward(request, origin, digest)
         if cache.cached(key):
-            path = cache.store.local_path(key)
-            entry = await cache.store.stat(key)
-            if path is not None and entry is not None:
-                metrics.labels("blob", "hit").inc()
-                with cache.reading(key):
-                    return await serve_file(request, path, entry.size, digest)
-            cache.forget(key)  # removed behind our back (purge, verify)
+            hit = await _serve_stored(request, cache, key)
+            if hit is not None:
+                return hit
     if request.method == "HEAD" or "Range" in request.headers:
         fill = cache.fill_for(key)
         if fill is not None and fill.size is not None:
@@ -86,6 +88,38 @@ async def serve_blob(
         return joined
     metrics.labels("blob", "miss").inc()
     return await serve_fill(request, joined)
+
+
+async def _serve_stored(
+    request: web.Request, cache: Cache, key: ContentKey
+) -> web.StreamResponse | None:
+    """A published blob from the store, or None (it vanished: a miss after all)."""
+    path = cache.store.local_path(key)
+    try:
+        entry = await cache.store.stat(key)
+    except OSError:
+        entry = None
+    if entry is None:
+        cache.forget(key)  # removed behind our back (purge, verify, another replica's eviction)
+        return None
+    cache.metrics.cache_requests.labels("blob", "hit").inc()
+    with cache.reading(key):
+        if path is not None:
+            return await serve_file(request, path, entry.size, key.digest)
+        assert isinstance(cache.store, S3Store)
+        s3 = cache.settings.s3
+        ttl = s3.redirect_ttl if s3.redirect else None
+        return await serve_object(request, cache.store, key, entry.size, redirect_ttl=ttl)
+
+
+async def _stored_if_belongs(
+    request: web.Request, cache: Cache, key: ContentKey, name: str, origin: Origin
+) -> web.StreamResponse | None:
+    """Another replica's object, for a caller whose repository holds the digest."""
+    # SECURITY: the filler may have fetched it for another repository.
+    if not await _belongs(request, cache, key.namespace, name, key.digest, origin):
+        return None
+    return await _serve_stored(request, cache, key)
 
 
 async def _belongs(
@@ -114,6 +148,10 @@ async def _join_or_start(
     if existing is None and pending is not None:
         existing = await pending  # another caller is asking the upstream right now
         if existing is None:
+            if cache.cached(key):  # another replica published it (the cluster lease)
+                hit = await _stored_if_belongs(request, cache, key, name, origin)
+                if hit is not None:
+                    return hit
             # That caller's upstream answer was not a cacheable 200: ask for ourselves.
             return await _forward(request, origin, key.digest)
     if existing is not None:
@@ -124,7 +162,20 @@ async def _join_or_start(
         return await _forward(request, origin, key.digest)
     cache.claim(key)
     fill = None
+    lease = None
     try:
+        if cache.cluster is not None:
+            outcome = await coordinate(
+                cache.cluster, cache.store, key, max_wait=cache.settings.fill_timeout
+            )
+            if isinstance(outcome, Entry):  # another replica filled it
+                cache.lru.add(key, outcome.size)
+                cache.unclaim(key, None)
+                hit = await _stored_if_belongs(request, cache, key, name, origin)
+                if hit is not None:
+                    return hit
+            elif outcome is not None:
+                lease = outcome
         response = await origin.send("GET", key.digest)
         if response.status != 200:
             cache.unclaim(key, None)
@@ -138,7 +189,8 @@ async def _join_or_start(
                 log.warning("cache_bypassed", reason="no room in the cache store", bytes=size)
             return await origin.relay(response)
         try:
-            fill = await cache.start_fill(key, response, origin.upstream)
+            fill = await cache.start_fill(key, response, origin.upstream, lease)
+            lease = None  # the fill releases it when it ends
         except (StoreUnusable, OSError) as exc:
             cache.unclaim(key, None)
             log.warning("cache_bypassed", reason=str(exc))
@@ -148,6 +200,8 @@ async def _join_or_start(
         return fill
     finally:
         cache.unclaim(key, fill)
+        if lease is not None:
+            await lease.release()
 
 
 # -- manifests ----------------------------------------------------------------------------
@@ -165,7 +219,13 @@ async def serve_manifest_request(
     accept = accept_key(accepted)
     if looks_like_digest(reference):
         return await _by_digest(request, cache, namespace, name, reference, accept, origin)
-    return await _by_tag(request, cache, namespace, name, reference, accept, origin)
+    if cache.cluster is None:
+        return await _by_tag(request, cache, namespace, name, reference, accept, origin)
+    adopted = await shared_tags.adopt(cache, namespace, name, reference, accept)
+    response = await _by_tag(request, cache, namespace, name, reference, accept, origin)
+    if not adopted:
+        await shared_tags.share(cache, namespace, name, reference, accept)
+    return response
 
 
 async def _by_digest(

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING
 
 import aiohttp
 from cachetools import LRUCache
@@ -23,6 +24,9 @@ from .filesystem import FilesystemStore, namespace_for
 from .fill import Fill
 from .index import TagIndex, media_type_of
 from .store import ContentKey, DigestMismatch, Entry, Store
+
+if TYPE_CHECKING:
+    from ..cluster.coordinator import Cluster, Lease
 
 log = get_logger(__name__)
 
@@ -51,6 +55,7 @@ class Cache:
         self._tasks: set[asyncio.Task[None]] = set()
         self._started = False
         self._start_problem: str | None = None
+        self.cluster: Cluster | None = None  # set by the app with cluster.redis
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -78,6 +83,10 @@ class Cache:
         """Periodically: refresh the store's health, sweep abandoned temp files."""
         while True:
             await asyncio.sleep(MAINTENANCE_INTERVAL)
+            if not self._started:  # a remote store that was down at start-up may be back
+                self._start_problem = None
+                await self.start()
+                continue
             with contextlib.suppress(OSError):
                 await self.store.check()
                 swept = await self.store.sweep(TEMP_MAX_IDLE)
@@ -140,6 +149,25 @@ class Cache:
     def cached(self, key: ContentKey) -> bool:
         return key in self.lru
 
+    @property
+    def shared(self) -> bool:
+        """Other replicas publish into this store: a local miss must ask the store."""
+        return bool(getattr(self.store, "shared", False))
+
+    async def discover(self, key: ContentKey) -> bool:
+        """For a shared store: whether another replica published ``key`` (then remembered)."""
+        if not self.shared or key in self.lru:
+            return key in self.lru
+        try:
+            entry = await self.store.stat(key)
+        except OSError:
+            return False
+        if entry is None:
+            return False
+        self.lru.add(key, entry.size)
+        self.metrics.cache_size.set(self.lru.total)
+        return True
+
     def fill_for(self, key: ContentKey) -> Fill | None:
         return self._fills.get(key)
 
@@ -158,7 +186,11 @@ class Cache:
             future.set_result(fill)
 
     async def start_fill(
-        self, key: ContentKey, response: aiohttp.ClientResponse, upstream: str
+        self,
+        key: ContentKey,
+        response: aiohttp.ClientResponse,
+        upstream: str,
+        lease: Lease | None = None,
     ) -> Fill:
         """Hand an open upstream 200 to a detached fill task; the caller follows the fill."""
         writer = await self.store.open_writer(key)
@@ -186,6 +218,8 @@ class Cache:
                 response.close()
             self._fills.pop(key, None)
             self.metrics.cache_fills_inflight.dec()
+            if lease is not None:
+                await lease.release()
             if done.entry is not None:
                 self.lru.add(key, done.entry.size)
                 self.metrics.cache_size.set(self.lru.total)
@@ -249,7 +283,7 @@ class Cache:
 
     async def manifest(self, key: ContentKey) -> tuple[bytes, str] | None:
         """A stored manifest and its media type, or None."""
-        if key not in self.lru:
+        if key not in self.lru and not await self.discover(key):
             return None
         try:
             body = await self.store.read(key)

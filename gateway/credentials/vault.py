@@ -129,6 +129,11 @@ class VaultCredentialStore:
             self._cache.invalidate(where)  # a fixed secret is picked up by the next request
             raise
 
+    async def read(self, where: Location) -> Mapping[str, Any]:
+        """Any KV secret the gateway itself needs (S3 keys, the Redis password), cached alike."""
+        stored, _hit = await self._cache.get_or_load(where, lambda: self._load(where))
+        return stored.data
+
     async def rejected(self, upstream: str, tenant: str | None) -> bool:
         try:
             where = self._location(self._upstreams[upstream], tenant)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ..access.quota import limit
 from ..errors import API_VERSION_HEADER, EndpointUnknown, Unsupported
 from ..keys import ACCESS_KEY, ROUTE
 from .pull import admit_caller, pull_only
@@ -14,6 +15,7 @@ async def base(request: web.Request) -> web.StreamResponse:
     pull_only(request)
     request[ROUTE] = "base"
     admit_caller(request, await request.app[ACCESS_KEY].check(request, None))
+    await limit(request)
     return web.json_response({}, headers=API_VERSION_HEADER)
 
 

@@ -16,6 +16,7 @@ from aiohttp import ClientResponse, web
 from yarl import URL
 
 from ..access.gatekeeper import Decision
+from ..access.quota import limit
 from ..cache.pull import Origin
 from ..cache.service import Cache
 from ..errors import Denied, NameUnknown, Unsupported
@@ -87,6 +88,7 @@ async def admit(request: web.Request, validate: Callable[[], None]) -> Target:
     request[NAME] = target.name
     validate()
     admit_caller(request, await access.check(request, target))
+    await limit(request)
     return target
 
 

@@ -28,6 +28,7 @@ import yaml
 
 from .cache import CacheSettings, parse_cache
 from .clients import parse_clients
+from .cluster import ClusterSettings, RateLimitSettings, RedisSettings, parse_cluster
 from .model import (
     DOCKER_HUB,
     REGISTRY_ALIASES,
@@ -68,6 +69,7 @@ __all__ = [
     "BasicCredentialsSpec",
     "CacheSettings",
     "ClientsSettings",
+    "ClusterSettings",
     "ConfigError",
     "CredentialsSpec",
     "DockerConfigCredentialsSpec",
@@ -75,6 +77,8 @@ __all__ = [
     "LogSettings",
     "LoginLimitSettings",
     "MetricsSettings",
+    "RateLimitSettings",
+    "RedisSettings",
     "RoutingSettings",
     "SecretSource",
     "Settings",
@@ -106,7 +110,7 @@ class ConfigError(Exception):
 
 _TOP_KEYS = {
     "listen", "public_url", "tls", "log", "metrics", "timeouts", "shutdown_grace",
-    "routing", "upstreams", "vault", "clients", "limits", "streaming", "cache",
+    "routing", "upstreams", "vault", "clients", "limits", "streaming", "cache", "cluster",
 }  # fmt: skip
 
 
@@ -237,6 +241,12 @@ def parse_settings(
     sraw = reader.mapping(raw.get("streaming"), "streaming", {"passthrough"})
     streaming = StreamingSettings(reader.boolean(sraw, "passthrough", "streaming", True))
     cache = parse_cache(raw.get("cache"), reader)
+    cluster = parse_cluster(raw.get("cluster"), reader)
+    if raw.get("vault") is None:
+        if isinstance(cache.s3.credentials, dict) and "vault" in cache.s3.credentials:
+            reader.fail("cache.s3.credentials.vault", "needs the top-level vault section")
+        if cluster is not None and cluster.redis is not None and cluster.redis.password_vault:
+            reader.fail("cluster.redis.vault", "needs the top-level vault section")
 
     if problems:
         raise ConfigError(problems, tuple(reader.unchecked))
@@ -256,6 +266,7 @@ def parse_settings(
         limits=limits,
         streaming=streaming,
         cache=cache,
+        cluster=cluster,
         source=source,
         notes=tuple(notes),
         unchecked=tuple(reader.unchecked),

@@ -99,8 +99,8 @@ def parse_cache(data: Any, reader: Reader) -> CacheSettings:
     )
     if s3.credentials is not None and not isinstance(s3.credentials, dict):
         reader.fail(join_key("cache.s3", "credentials"), "must be a mapping")
-    if enabled and store == "s3":
-        reader.fail("cache.store", "s3 is not available in this version; use filesystem")
+    if s3.credentials:
+        _check_s3_credentials(s3.credentials, reader)
     return CacheSettings(
         enabled=enabled,
         store=store,
@@ -112,3 +112,22 @@ def parse_cache(data: Any, reader: Reader) -> CacheSettings:
         fill_timeout=reader.number(raw, "fill_timeout", "cache", 3600.0, minimum=1),
         s3=s3,
     )
+
+
+def _check_s3_credentials(creds: Mapping[str, Any], reader: Reader) -> None:
+    """``{access_key_id_env, secret_access_key_env}`` (both set) or ``{vault: {path}}``."""
+    path = "cache.s3.credentials"
+    if isinstance(creds.get("vault"), dict):
+        vault = creds["vault"]
+        if (
+            not isinstance(vault.get("path"), str)
+            or set(creds) != {"vault"}
+            or (set(vault) - {"path", "mount"})
+        ):
+            reader.fail(join_key(path, "vault"), "must be {path, mount?} and the only form")
+        return
+    if set(creds) != {"access_key_id_env", "secret_access_key_env"}:
+        reader.fail(path, "must be {access_key_id_env, secret_access_key_env} or {vault: {path}}")
+        return
+    for name in ("access_key_id_env", "secret_access_key_env"):
+        reader.env_secret(creds, name, path)

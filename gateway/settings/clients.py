@@ -12,11 +12,13 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from .cluster import parse_rate_limits
 from .model import AccessRule, ClientsSettings, LoginLimitSettings, TokenServiceSettings
 from .reader import Reader, join_key
 
 _CLIENT_KEYS = {
     "auth", "htpasswd", "groups", "tenants", "token", "access", "login_limit", "trusted_proxies",
+    "rate_limits",
 }  # fmt: skip
 
 
@@ -89,6 +91,7 @@ def parse_clients(data: Any, reader: Reader) -> ClientsSettings:
     return ClientsSettings(
         auth=auth, htpasswd=htpasswd, groups=groups, tenants=tenants, token=token,
         access=tuple(rules), login_limit=login_limit, trusted_proxies=proxies,
+        rate_limits=parse_rate_limits(raw.get("rate_limits"), reader),
     )  # fmt: skip
 
 

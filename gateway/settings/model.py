@@ -17,6 +17,7 @@ from yarl import URL
 
 from ..secret import Secret
 from .cache import CacheSettings
+from .cluster import ClusterSettings, RateLimitSettings
 
 DOCKER_HUB = "docker.io"
 # Names clients use for Docker Hub (distribution/reference normalize.go).
@@ -83,6 +84,7 @@ class UpstreamSettings:
     probe_interval: float | None = None  # seconds between background probes; None: never
     push: bool = False  # relay the push API here (callers still need the push action)
     cache: bool = True  # false: never cache this upstream's content
+    max_concurrency: int | None = None  # per replica: simultaneous requests to this upstream
 
     @property
     def host(self) -> str:
@@ -187,6 +189,7 @@ class ClientsSettings:
     login_limit: LoginLimitSettings = field(default_factory=LoginLimitSettings)
     # Addition: proxies (CIDRs) whose X-Forwarded-For names the caller for rate limiting.
     trusted_proxies: tuple[str, ...] = ()
+    rate_limits: RateLimitSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -227,6 +230,7 @@ class Settings:
     limits: LimitsSettings = field(default_factory=LimitsSettings)
     streaming: StreamingSettings = field(default_factory=StreamingSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
+    cluster: ClusterSettings | None = None
     source: str = "<embedded default>"
     # What the file left to a default that a user may not expect (check-config prints them).
     notes: tuple[str, ...] = ()

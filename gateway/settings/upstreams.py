@@ -107,7 +107,7 @@ def _parse_credentials(data: Any, path: str, reader: Reader) -> CredentialsSpec 
 
 _UPSTREAM_KEYS = {
     "url", "redirects", "tls_verify", "ca_file", "token_realms", "credentials", "probe_interval",
-    "push", "cache",
+    "push", "cache", "max_concurrency",
 }  # fmt: skip
 MIN_PROBE_INTERVAL = 1.0  # seconds; a probe is a /v2/ round trip and maybe a token fetch
 
@@ -133,6 +133,9 @@ def parse_upstream(key: str, data: Any, path: str, reader: Reader) -> UpstreamSe
         )
     push = reader.boolean(raw, "push", path, False)
     cache = reader.boolean(raw, "cache", path, True)
+    max_concurrency = None
+    if raw.get("max_concurrency") is not None:
+        max_concurrency = reader.number(raw, "max_concurrency", path, 1, minimum=1, integer=True)
     if url is None:
         return None
     return UpstreamSettings(
@@ -146,4 +149,5 @@ def parse_upstream(key: str, data: Any, path: str, reader: Reader) -> UpstreamSe
         probe_interval=probe_interval,
         push=push,
         cache=cache,
+        max_concurrency=max_concurrency,
     )

@@ -42,6 +42,7 @@ from .auth import (
     UpstreamRequest,
     auth_flow,
 )
+from .concurrency import UpstreamSlots
 from .tokens import IssuedToken, TokenCache, TokenResponseError, parse_token_response
 
 log = get_logger(__name__)
@@ -60,7 +61,9 @@ class UpstreamClient:
         credentials: CredentialStore,
         tokens: TokenCache,
         metrics: Metrics,
+        slots: UpstreamSlots | None = None,
     ) -> None:
+        self._slots = slots
         self._session = session
         self._credentials = credentials
         self._tokens = tokens
@@ -68,7 +71,22 @@ class UpstreamClient:
         self._ssl = {key: _ssl_for(up) for key, up in settings.upstreams.items()}
 
     async def send(self, request: UpstreamRequest, exchange: Exchange) -> aiohttp.ClientResponse:
-        """Send one logical request; the response is open and must be released by the caller."""
+        """Send one logical request; the response is open and must be released by the caller.
+
+        Under ``max_concurrency`` a slot is held from here until the response is released.
+        """
+        slot = await self._slots.acquire(request.upstream.key) if self._slots else None
+        if slot is None:
+            return await self._send(request, exchange)
+        try:
+            response = await self._send(request, exchange)
+        except BaseException:
+            slot.release()
+            raise
+        slot.hold(response)
+        return response
+
+    async def _send(self, request: UpstreamRequest, exchange: Exchange) -> aiohttp.ClientResponse:
         credentials = await self._get_credentials(request.upstream, request.tenant)
         flow = auth_flow(request, credentials, self._tokens, exchange)
         response: aiohttp.ClientResponse | None = None
