@@ -134,6 +134,12 @@ class Gatekeeper:
         elif self.mode != "none":
             raise ValueError(f"clients.auth {self.mode} needs users (and tokens)")
 
+    def use_limiter(self, limiter: LoginLimiter) -> None:
+        """Count failed logins with ``limiter`` (the cluster's shared one) from now on."""
+        self.limiter = limiter
+        if self.logins is not None:
+            self.logins.limiter = limiter
+
     @classmethod
     def from_settings(cls, settings: Settings, *, metrics: Metrics, router: Router) -> Gatekeeper:
         """Load the htpasswd file and the signing key once; ConfigError when unusable."""

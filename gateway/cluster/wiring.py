@@ -110,7 +110,7 @@ def add_cluster(
     cluster = Cluster(settings.cluster, app[METRICS_KEY], password=redis_password(settings, vault))
     cache.cluster = cluster
     limit = settings.clients.login_limit
-    app[ACCESS_KEY].limiter = SharedLoginLimiter(cluster, limit.failures, limit.window)
+    app[ACCESS_KEY].use_limiter(SharedLoginLimiter(cluster, limit.failures, limit.window))
 
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
         log.info("cluster_configured", key_prefix=cluster.prefix,
