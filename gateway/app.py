@@ -32,7 +32,7 @@ from .keys import (
 from .metrics import Metrics
 from .middlewares import on_prepare, request_context
 from .probe import probe_loops
-from .push.service import ManifestWritten, PushService
+from .push.service import BlobDeleted, ManifestWritten, PushService
 from .routes import add_admin_routes, add_routes
 from .routing import Router
 from .settings import Settings
@@ -91,8 +91,15 @@ def create_app(
             # CONTRACT: a tag pushed through the gateway is seen by the next pull at once.
             upstream = settings.upstreams[event.upstream]
             cache.forget_tag(upstream, event.tenant, event.name, event.reference)
+            if event.deleted and event.digest is not None:
+                await cache.forget_content(upstream, event.tenant, "manifests", event.digest)
+
+        async def forget_deleted_blob(event: BlobDeleted) -> None:
+            upstream = settings.upstreams[event.upstream]
+            await cache.forget_content(upstream, event.tenant, "blobs", event.digest)
 
         app[PUSH_KEY].manifest_hooks.append(forget_pushed_tag)
+        app[PUSH_KEY].blob_hooks.append(forget_deleted_blob)
     scaleout.add_limits(app, settings, scaleout.add_cluster(app, settings, app[CACHE_KEY], vault))
     slots = scaleout.upstream_slots(settings, app[METRICS_KEY])
 

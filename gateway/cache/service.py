@@ -23,7 +23,7 @@ from .eviction import LRU
 from .filesystem import FilesystemStore, namespace_for
 from .fill import Fill
 from .index import TagIndex, media_type_of
-from .store import ContentKey, DigestMismatch, Entry, Store
+from .store import ContentKey, DigestMismatch, Entry, Kind, Store
 
 if TYPE_CHECKING:
     from ..cluster.coordinator import Cluster, Lease
@@ -262,6 +262,20 @@ class Cache:
         namespace = self.namespace(upstream, tenant)
         if namespace is not None:
             self.tags.drop(namespace, name, reference)
+
+    async def forget_content(self, upstream: UpstreamSettings, tenant: str | None, kind: Kind,
+                             digest: str) -> None:  # fmt: skip
+        """Deleted upstream through the gateway: never answered from the cache again."""
+        namespace = self.namespace(upstream, tenant)
+        if namespace is None:
+            return
+        key = ContentKey(namespace, kind, digest)
+        try:
+            await self.store.delete(key)
+        except OSError as exc:
+            log.warning("cache_delete_failed", error=str(exc))
+        self._media_types.pop(key, None)
+        self.forget(key)
 
     def forget(self, key: ContentKey) -> None:
         """A published file vanished (purged or corrupt-removed by a command): a miss now."""

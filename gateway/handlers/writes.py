@@ -12,7 +12,7 @@ from aiohttp import web
 
 from ..keys import METRICS_KEY, PUSH_KEY, ROUTE, TENANT
 from ..push.relay import read_manifest
-from ..push.service import ManifestWritten
+from ..push.service import BlobDeleted, ManifestWritten
 from .blobs import validate_digest
 from .manifests import validate_reference
 from .push import admit_write, answer_write, to_upstream
@@ -71,6 +71,11 @@ async def delete_blob(request: web.Request) -> web.StreamResponse:
     response = await to_upstream(
         request, target, "blob", "DELETE", f"/v2/{target.name}/blobs/{digest}", action="delete"
     )
-    return await answer_write(
+    answer = await answer_write(
         request, target, response, action="delete", created=None, reference=digest
     )
+    if 200 <= answer.status < 300:
+        await request.app[PUSH_KEY].blob_deleted(
+            BlobDeleted(target.upstream, request.get(TENANT), target.name, digest)
+        )
+    return answer

@@ -32,6 +32,19 @@ class ManifestWritten:
 ManifestHook = Callable[[ManifestWritten], Awaitable[None]]
 
 
+@dataclass(frozen=True)
+class BlobDeleted:
+    """A blob the upstream removed (DELETE) through the gateway."""
+
+    upstream: str
+    tenant: str | None
+    name: str
+    digest: str
+
+
+BlobHook = Callable[[BlobDeleted], Awaitable[None]]
+
+
 class PushService:
     """What the push handlers share across requests."""
 
@@ -39,6 +52,7 @@ class PushService:
         self.sealer = sealer
         self.max_manifest_size = max_manifest_size
         self.manifest_hooks: list[ManifestHook] = []
+        self.blob_hooks: list[BlobHook] = []
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PushService:
@@ -57,3 +71,10 @@ class PushService:
                 await hook(event)
             except Exception:
                 log.exception("manifest_hook_failed", upstream=event.upstream, name=event.name)
+
+    async def blob_deleted(self, event: BlobDeleted) -> None:
+        for hook in self.blob_hooks:
+            try:
+                await hook(event)
+            except Exception:
+                log.exception("blob_hook_failed", upstream=event.upstream, name=event.name)

@@ -433,6 +433,7 @@ async def test_streaming_passthrough_setting_picks_the_relay_path(
     digest = images.push_blob(registry_open, "streaming/setting", body)
     config = registry_gateway_config(registry_open)
     config["streaming"] = {"passthrough": passthrough}
+    config["cache"] = {"enabled": False}  # the relay path itself, not a cache fill
     gateway = start_gateway(config)
 
     async with http.get(f"{gateway.url}/v2/streaming/setting/blobs/{digest}") as response:

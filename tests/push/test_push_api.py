@@ -210,7 +210,8 @@ async def test_manifest_push_by_tag_and_by_digest_then_delete(
     gateway: Client, registry_open: Registry
 ) -> None:
     """end-7 by tag and by digest (201, Location by digest, Docker-Content-Digest), end-9 and
-    end-10 deletes (202) by a caller with the delete action."""
+    end-10 deletes (202) by a caller with the delete action; deleted content is not served
+    from the cache afterwards."""
     name = unique("team-d")
     auth = await pusher(gateway, "dave", name, "pull,push,delete")
     layer = random_bytes(2000)
@@ -231,6 +232,8 @@ async def test_manifest_push_by_tag_and_by_digest_then_delete(
         f"/v2/{PUSH}/{name}/manifests/v1", headers={**auth, "Accept": OCI_MANIFEST}
     )
     assert await pulled.read() == body
+    cached = await gateway.get(f"/v2/{PUSH}/{name}/blobs/{layer_digest}", headers=auth)
+    assert await cached.read() == layer  # now in the cache too
 
     deleted = await gateway.delete(f"/v2/{PUSH}/{name}/manifests/{digest}", headers=auth)
     assert deleted.status == 202
@@ -239,6 +242,8 @@ async def test_manifest_push_by_tag_and_by_digest_then_delete(
     blob_deleted = await gateway.delete(f"/v2/{PUSH}/{name}/blobs/{layer_digest}", headers=auth)
     assert blob_deleted.status == 202
     assert not upstream_has_blob(registry_open, name, layer_digest)
+    blob_gone = await gateway.get(f"/v2/{PUSH}/{name}/blobs/{layer_digest}", headers=auth)
+    assert blob_gone.status == 404
 
 
 async def test_a_manifest_past_the_limit_is_413(start_gateway: Any) -> None:
