@@ -7,8 +7,8 @@
 # `test` extra, not from here.
 #
 # No system services: the tests start every component themselves, on free loopback ports.
-# Debian's docker-registry, prometheus and containerd packages would start (and enable)
-# daemons at install time -- a registry on :5000 takes the gateway's own default port. A
+# Debian's docker-registry, prometheus, containerd, nginx, redis-server and haproxy packages
+# would start (and enable) daemons at install time -- a registry on :5000 takes the gateway's own default port. A
 # policy-rc.d that denies every start is in place while apt runs, and afterwards each of
 # those services is stopped and disabled (also on reruns, for a host that has them already).
 set -euo pipefail
@@ -34,12 +34,13 @@ packages=(
 check_binaries() {
   # Fail here, not in the tests, if a binary the components need is absent.
   local binary
-  for binary in docker-registry skopeo containerd ctr runc umoci wrk prometheus curl htpasswd; do
+  for binary in docker-registry skopeo containerd ctr runc umoci wrk nginx prometheus curl htpasswd \
+    redis-server haproxy; do
     command -v "${binary}" >/dev/null || { echo "install-system: ${binary} missing" >&2; exit 1; }
   done
 }
 
-services=(docker-registry prometheus prometheus-node-exporter containerd)
+services=(docker-registry prometheus prometheus-node-exporter containerd nginx redis-server haproxy)
 
 if [ "$(id -u)" -ne 0 ]; then
   sudo=sudo
