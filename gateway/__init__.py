@@ -7,7 +7,8 @@ Request flow::
            ──► handlers.manifests / blobs / tags / referrers, through handlers.pull:
                ──► routing (ns → Host → path prefix → default; never a caller-named host)
                ──► access (who is calling, may they pull this name)
-               ──► cache (manifests and blobs: answer from the store, or one fill per digest)
+               ──► cache (manifests and blobs: answer from the store, or one fill per digest;
+                   with cluster, one fill per digest across replicas)
                ──► upstream.client (drives upstream.auth: credentials, token flow, redirects)
                ──► upstream.relay (header policy, streaming with backpressure)  ──► caller
            ──► handlers.uploads / writes (the push API), through handlers.push:
