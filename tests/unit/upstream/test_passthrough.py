@@ -187,14 +187,14 @@ async def relay_through(
 ) -> tuple[bytes, Relayed, SentBytes]:
     """Fetch ``body`` from a raw upstream through ``relay()`` in a real aiohttp server."""
     upstream, url = await raw_upstream(body, chunked=chunked)
-    outcome: list[tuple[Relayed, SentBytes]] = []
+    outcome: asyncio.Future[tuple[Relayed, SentBytes]] = asyncio.get_running_loop().create_future()
     async with aiohttp.ClientSession(auto_decompress=False) as upstream_session:
 
         async def handler(request: web.Request) -> web.StreamResponse:
             response = await upstream_session.get(url)
             sent = SentBytes()
             relayed = await relay(request, response, sent=sent, pump=pump)
-            outcome.append((relayed, sent))
+            outcome.set_result((relayed, sent))
             return relayed.response
 
         app = web.Application()
@@ -207,10 +207,12 @@ async def relay_through(
                 caller.get(server.make_url("/blob")) as answer,
             ):
                 received = await answer.read()
+            # The caller can hold the last byte before relay() returns: wait for the handler.
+            relayed = await asyncio.wait_for(outcome, 10)
         finally:
             await server.close()
             upstream.close()
-    return received, *outcome[0]
+    return received, *relayed
 
 
 async def test_hand_over_keeps_every_byte_in_order(pump: passthrough.Passthrough) -> None:
