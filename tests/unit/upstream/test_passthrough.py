@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterator
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from gateway.metrics import SentBytes
 from gateway.upstream import passthrough
@@ -191,26 +190,34 @@ async def relay_through(
     async with aiohttp.ClientSession(auto_decompress=False) as upstream_session:
 
         async def handler(request: web.Request) -> web.StreamResponse:
-            response = await upstream_session.get(url)
-            sent = SentBytes()
-            relayed = await relay(request, response, sent=sent, pump=pump)
+            try:
+                response = await upstream_session.get(url)
+                sent = SentBytes()
+                relayed = await relay(request, response, sent=sent, pump=pump)
+            except BaseException as exc:  # the test's failure, not a 10 s wait for nothing
+                outcome.set_exception(exc)
+                raise
             outcome.set_result((relayed, sent))
             return relayed.response
 
         app = web.Application()
         app.router.add_get("/blob", handler)
-        server = TestServer(app, host="127.0.0.1")
-        await server.start_server()
+        # As `serve` runs it: a caller hanging up does not cancel the handler (TestServer
+        # would, and the caller can hold the last byte before relay() has returned).
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
         try:
+            host, port = runner.addresses[0][:2]
             async with (
                 aiohttp.ClientSession() as caller,
-                caller.get(server.make_url("/blob")) as answer,
+                caller.get(f"http://{host}:{port}/blob") as answer,
             ):
                 received = await answer.read()
-            # The caller can hold the last byte before relay() returns: wait for the handler.
             relayed = await asyncio.wait_for(outcome, 10)
         finally:
-            await server.close()
+            await runner.cleanup()
             upstream.close()
     return received, *relayed
 
