@@ -62,6 +62,11 @@ async def serve_blob(
         request[CACHE_RESULT] = "bypass"
         return await _forward(request, origin, digest)
     key = ContentKey(namespace, "blobs", digest)
+    publishing = cache.fill_for(key)
+    if publishing is not None and publishing.verified:
+        # Every byte arrived and matched: the store is fsyncing/renaming it. Wait for that
+        # (about a second for a large blob), then this is a hit, not a second fill.
+        await publishing.settled()
     if cache.cached(key) or cache.fill_for(key) is not None:
         if not await _belongs(request, cache, namespace, name, digest, origin):
             metrics.labels("blob", "miss").inc()
