@@ -28,7 +28,16 @@ from .harness import (
     scenario,
     sha256_of_url,
 )
-from .loadgen import Download, curl_argv, curl_download, curl_parallel, memory, parse_curl, run_wrk
+from .loadgen import (
+    Download,
+    cpu_seconds,
+    curl_argv,
+    curl_download,
+    curl_parallel,
+    memory,
+    parse_curl,
+    run_wrk,
+)
 from .scenarios import RSS_TARGET, wrk_metrics
 
 CACHE_ON = {"cache": {"max_size": "16GiB", "tag_ttl": 3600}}
@@ -143,6 +152,42 @@ def cache_cold_fill(bench: Bench) -> Outcome:
         Metric(f"cold {size // MiB} MiB: pass-through relay (direct col) vs fill", "MiB/s",
                median_or_none(speeds["relay"], MiB), median_or_none(speeds["fill"], MiB),
                note=pair_ratios(speeds["relay"], speeds["fill"]) + "; target >= 1.0x")
+    )  # fmt: skip
+    return out
+
+
+FOLLOWERS = 20
+
+
+@scenario("cache-fill-followers", f"gateway CPU: one cold fill with {FOLLOWERS} callers vs one")
+def cache_fill_followers(bench: Bench) -> Outcome:
+    out = Outcome()
+    size, runs = bench.sizes.concurrent_blob, bench.sizes.runs
+    registry = bench.open_registry()
+    repo = "bench/followers"
+    gateway = bench.start_gateway("gateway-followers", gateway_config(registry, **CACHE_ON))
+    pid = gateway.process.pid
+    cpu: dict[str, list[float]] = {"one": [], "many": []}
+    max_seconds = max(120.0, FOLLOWERS * size / (10 * MiB))
+    for run in range(1, runs + 1):
+        for side, callers in (("one", 1), ("many", FOLLOWERS)):
+            digest = push_generated_blob(registry, repo, size, seed=300 + 2 * run + callers)
+            url = blob_url(gateway.url, repo, digest)
+            curl_download(blob_url(registry.url, repo, digest), 120)  # page cache
+            before = cpu_seconds(pid)
+            result = curl_parallel(url, callers, max_seconds)
+            used = cpu_seconds(pid) - before
+            bad = [d for d in result.downloads if d.status != 200 or d.size != size]
+            if out.check(not bad, f"{side} run {run}: incomplete {bad}"):
+                cpu[side].append(used)
+            log(f"  run {run}/{runs} {callers:2} caller(s) {used:6.2f} CPU s, "
+                f"{result.aggregate / MiB:8.1f} MiB/s aggregate")  # fmt: skip
+    observe_gateway_log(out, gateway)
+    out.details.update(cpu_seconds=cpu)
+    out.metrics.append(
+        Metric(f"gateway CPU s, cold {size // MiB} MiB fill: 1 caller (direct col) vs "
+               f"{FOLLOWERS}", "s", median_or_none(cpu["one"]), median_or_none(cpu["many"]),
+               note="target <= 1.3x")
     )  # fmt: skip
     return out
 

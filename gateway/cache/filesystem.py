@@ -7,8 +7,11 @@ Layout under ``cache.dir``::
     <upstream>[/tenants/<tenant>]/repositories/<name>/_links/<algorithm>/<hex>   seen in <name>
     _tmp/<random>                                                         a fill in progress
 
-A fill writes to ``_tmp`` while hashing, fsyncs, compares with the digest and only then renames
-the file into place, so a published path always holds verified bytes. Every blocking call runs
+A fill writes to ``_tmp`` while hashing, compares with the digest and only then renames the
+file into place, so a published path always holds verified bytes. The rename may come before
+the fsync (``verify``, so callers get their last byte without waiting for the disk); a durable
+``_tmp/<name>.unsynced`` marker then names the file until it is fsynced, and a start after a
+crash removes a file whose marker is left. Every blocking call runs
 in a worker thread. A file's mtime is its last use (touched on hits) for LRU eviction.
 """
 
@@ -29,6 +32,7 @@ from .digests import hasher_for
 from .store import ContentKey, DigestMismatch, Entry, Kind, StoreUnusable
 
 TMP = "_tmp"
+UNSYNCED = ".unsynced"  # _tmp/<name>.unsynced: names a published file not yet fsynced
 TENANTS = "tenants"
 REPOSITORIES = "repositories"
 LINKS = "_links"
@@ -59,6 +63,8 @@ class FilesystemWriter:
         self._hasher = hasher_for(key.digest)
         self._written = 0
         self._closed = False
+        self._final: Path | None = None  # published by verify(), not yet fsynced
+        self._marker: Path | None = None
 
     @property
     def written(self) -> int:
@@ -84,15 +90,54 @@ class FilesystemWriter:
     async def read_at(self, offset: int, size: int) -> bytes:
         return await asyncio.to_thread(os.pread, self._fd, size, offset)
 
+    async def verify(self) -> None:
+        """Compare what was written with the digest and publish it, before :meth:`commit`.
+
+        DigestMismatch when the bytes are wrong (nothing is published). When they match, the
+        file is renamed into place before it is fsynced, so a fill can hand out the last byte
+        and every later reader finds the file while :meth:`commit` makes it durable. Until then
+        a durable marker in ``_tmp`` names it: after a crash, :meth:`FilesystemStore.start`
+        removes a published file whose marker is left (a miss next time, never torn bytes).
+        """
+        self._check_digest()
+        await asyncio.to_thread(self._publish_early)
+
+    def _check_digest(self) -> None:
+        actual = f"{self._hasher.name}:{self._hasher.hexdigest()}"
+        if actual != self.key.digest:
+            raise DigestMismatch(f"content hashed to {actual}, expected {self.key.digest}")
+
+    def _publish_early(self) -> None:
+        final = self._store.path_for(self.key)
+        marker = self.path.with_name(self.path.name + UNSYNCED)
+        fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
+        try:
+            os.write(fd, os.fsencode(final))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _fsync_dir(marker.parent)  # the marker is durable before the rename can be
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(self.path, final)
+        self._marker, self._final = marker, final
+
     async def commit(self) -> Entry:
         return await asyncio.to_thread(self._commit)
 
     def _commit(self) -> Entry:
-        os.fsync(self._fd)
-        actual = f"{self._hasher.name}:{self._hasher.hexdigest()}"
-        if actual != self.key.digest:
+        if self._final is not None and self._marker is not None:  # verify() published it
+            os.fsync(self._fd)
+            _fsync_dir(self._final.parent)
+            os.unlink(self._marker)
+            self._marker = None
+            self._store.forget_temp(self.path)
+            return Entry(self.key, self._written, time.time())
+        try:
+            self._check_digest()
+        except DigestMismatch:
             self._discard()
-            raise DigestMismatch(f"content hashed to {actual}, expected {self.key.digest}")
+            raise
+        os.fsync(self._fd)
         final = self._store.path_for(self.key)
         final.parent.mkdir(parents=True, exist_ok=True)
         os.rename(self.path, final)  # atomic on one filesystem: readers see all or nothing
@@ -106,6 +151,13 @@ class FilesystemWriter:
     def _discard(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
+        if self._marker is not None:  # published but not made durable: withdraw it
+            with contextlib.suppress(FileNotFoundError):
+                if self._final is not None:
+                    os.unlink(self._final)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._marker)
+            self._marker = None
         self._store.forget_temp(self.path)
 
     def release(self) -> None:
@@ -266,13 +318,22 @@ class FilesystemStore:
         if not folder.is_dir():
             return 0
         for file in folder.iterdir():
-            if file.name in self._active:
+            if file.name.removesuffix(UNSYNCED) in self._active:
                 continue
             with contextlib.suppress(FileNotFoundError):
                 if file.stat().st_mtime <= cutoff:
+                    if file.name.endswith(UNSYNCED):
+                        self._withdraw(file)
                     file.unlink()
                     removed += 1
         return removed
+
+    def _withdraw(self, marker: Path) -> None:
+        """A crash left a published file that may not be on disk whole: remove it."""
+        target = Path(os.fsdecode(marker.read_bytes()))
+        if target.is_relative_to(self.root) and TMP not in target.relative_to(self.root).parts:
+            with contextlib.suppress(FileNotFoundError):
+                target.unlink()
 
     def problem(self) -> str | None:
         return self._problem

@@ -66,6 +66,11 @@ async def serve_blob(
         request[CACHE_RESULT] = "bypass"
         return await _forward(request, origin, digest)
     key = ContentKey(namespace, "blobs", digest)
+    publishing = cache.fill_for(key)
+    if publishing is not None and publishing.verified:
+        # Every byte arrived and matched: the store is fsyncing/renaming it. Wait for that
+        # (about a second for a large blob), then this is a hit, not a second fill.
+        await publishing.settled()
     if cache.fill_for(key) is None and not cache.cached(key):
         await cache.discover(key)  # a shared store: another replica may have filled it
     if cache.cached(key) or cache.fill_for(key) is not None:

@@ -53,6 +53,11 @@ class Writer(Protocol):
         """Flush, compare with the digest, publish atomically; DigestMismatch discards."""
         ...
 
+    # Optional (a fill looks it up with getattr): ``async def verify(self) -> None`` compares
+    # what was written with the digest, raising DigestMismatch, and may publish the object
+    # before ``commit`` makes it durable (crash-safe: see the filesystem store). A writer that
+    # has it lets followers receive the last byte without waiting for the flush.
+
     async def abort(self) -> None: ...
 
     def release(self) -> None:

@@ -191,7 +191,9 @@ async def test_wrong_bytes_are_never_published_and_the_next_get_refetches(
     assert sample(metrics, "registry_gateway_cache_integrity_failures_total") == 1
     retry = await download(http, url)
     assert (retry.digest, blob.gets) == (blob.digest, 2)
-    assert len(published(gateway, blob.digest)) == 1
+    assert len(published(gateway, blob.digest)) == 1  # in place before the last byte went out
+    # Until its fsync completed, a published file is named by a _tmp/<name>.unsynced marker.
+    await log_event(gateway, "cache_filled")
     assert temp_files(gateway) == []
 
 

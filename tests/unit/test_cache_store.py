@@ -147,3 +147,71 @@ async def test_fill_without_followers_stops_after_fill_timeout(store: Filesystem
     await asyncio.wait_for(task, 5)
     assert fill.error is not None and "fill_timeout" in str(fill.error)
     assert not store.path_for(KEY).exists()
+
+
+async def test_verify_publishes_before_fsync_and_a_crash_withdraws_it(tmp_path: Path) -> None:
+    """verify() renames the checked file into place with a durable marker; commit() drops the
+    marker. A marker left by a crash makes the next start remove the file it names."""
+    store = FilesystemStore(tmp_path / "cache")
+    await store.start()
+    writer = await store.open_writer(KEY)
+    await writer.write(DATA)
+    await writer.verify()
+    assert store.path_for(KEY).read_bytes() == DATA  # published: readable at once
+    assert [p.name.endswith(".unsynced") for p in (store.root / TMP).iterdir()] == [True]
+    assert await store.sweep(0) == 0  # a live fill's marker is not swept
+    # The process dies here (no commit): a new store on the same directory withdraws it.
+    after_crash = FilesystemStore(tmp_path / "cache")
+    await after_crash.start()
+    assert not after_crash.path_for(KEY).exists()
+    assert list((store.root / TMP).iterdir()) == []
+    writer.release()
+
+    again = await store.open_writer(KEY)
+    await again.write(DATA)
+    await again.verify()
+    entry = await again.commit()
+    again.release()
+    assert entry.size == len(DATA) and store.path_for(KEY).read_bytes() == DATA
+    assert list((store.root / TMP).iterdir()) == []
+
+
+async def test_verify_refuses_wrong_bytes_and_publishes_nothing(store: FilesystemStore) -> None:
+    writer = await store.open_writer(KEY)
+    await writer.write(bytes(len(DATA)))
+    with pytest.raises(DigestMismatch):
+        await writer.verify()
+    await writer.abort()
+    writer.release()
+    assert not store.path_for(KEY).exists()
+    assert list((store.root / TMP).iterdir()) == []
+
+
+async def test_late_follower_reads_what_left_the_memory_window_from_the_file(
+    store: FilesystemStore,
+) -> None:
+    """A large blob in small chunks: an early and a late follower both get every byte; the
+    fill keeps only a bounded window in memory and the file holds the rest."""
+    big = os.urandom(12 << 20)
+    key = ContentKey("registry.test", "blobs", "sha256:" + hashlib.sha256(big).hexdigest())
+    feed = Feed()
+    writer = await store.open_writer(key)
+    fill = Fill(key, writer, size=len(big), media_type=None, fill_timeout=60)
+    task = asyncio.create_task(fill.run(feed.chunks(), noop))
+    early = bytearray()
+    first = asyncio.create_task(collect(fill, early))
+    for i in range(0, len(big) - 4096, 64 << 10):
+        await feed.queue.put(big[i : min(i + (64 << 10), len(big) - 4096)])
+    await settle()
+    assert fill.received == len(big) - 4096
+    assert sum(len(b) for b in fill._blocks) <= 6 << 20  # bounded, not the whole blob
+    late = bytearray()
+    second = asyncio.create_task(collect(fill, late))
+    await settle()
+    assert len(early) == len(late) == len(big) - 4096  # streamed before the end arrived
+    await feed.queue.put(big[len(big) - 4096 :])
+    await feed.queue.put(None)
+    await task
+    await asyncio.gather(first, second)
+    assert bytes(early) == bytes(late) == big
+    assert fill.verified and store.path_for(key).read_bytes() == big
