@@ -71,9 +71,8 @@ def admit_caller(request: web.Request, decision: Decision) -> None:
     decision.enforce()
 
 
-async def admit(request: web.Request, validate: Callable[[], None]) -> Target:
-    """Route the caller's name to an upstream, validate the argument, authorize the pull."""
-    access = request.app[ACCESS_KEY]
+async def route_caller(request: web.Request) -> Target:
+    """Route the caller's name to an upstream and record it for the request line."""
     try:
         target = request.app[ROUTER_KEY].route(
             request.match_info["name"], ns=request.query.get("ns"), host=request.host
@@ -81,13 +80,19 @@ async def admit(request: web.Request, validate: Callable[[], None]) -> Target:
     except NameUnknown:
         # Only a caller who may use /v2/ at all learns which upstreams are configured:
         # an unauthenticated one gets the challenge first.
-        admit_caller(request, await access.check(request, None))
+        admit_caller(request, await request.app[ACCESS_KEY].check(request, None))
         raise
     request[UPSTREAM] = target.upstream
     request[VIA] = target.via
     request[NAME] = target.name
+    return target
+
+
+async def admit(request: web.Request, validate: Callable[[], None]) -> Target:
+    """Route the caller's name to an upstream, validate the argument, authorize the pull."""
+    target = await route_caller(request)
     validate()
-    admit_caller(request, await access.check(request, target))
+    admit_caller(request, await request.app[ACCESS_KEY].check(request, target))
     await limit(request)
     return target
 

@@ -21,20 +21,17 @@ import structlog
 from aiohttp import web
 from yarl import URL
 
-from ..errors import Denied, NameUnknown, Unsupported, UpstreamError
+from ..access.quota import limit
+from ..errors import Denied, Unsupported, UpstreamError
 from ..keys import (
     ACCESS_KEY,
     EXCHANGE,
-    NAME,
     PRINCIPAL,
     PUSH_KEY,
-    ROUTER_KEY,
     SETTINGS_KEY,
     TENANT,
     TOKENS_KEY,
-    UPSTREAM,
     UPSTREAM_KEY,
-    VIA,
 )
 from ..log import get_logger
 from ..oci.names import is_valid_digest
@@ -45,7 +42,7 @@ from ..push.sessions import UploadSession
 from ..routing import Route, Target
 from ..upstream.auth import Body, Exchange, UpstreamRequest
 from ..upstream.client import USER_AGENT
-from .pull import admit_caller
+from .pull import admit_caller, route_caller
 
 log = get_logger("gateway.audit")
 
@@ -57,24 +54,15 @@ _BODY_LIMIT = 64 * 1024
 
 async def admit_write(request: web.Request, action: Action, validate: Callable[[], None]) -> Target:
     """Route, refuse non-push upstreams, validate, then authorize ``action`` for the caller."""
-    access = request.app[ACCESS_KEY]
-    try:
-        target = request.app[ROUTER_KEY].route(
-            request.match_info["name"], ns=request.query.get("ns"), host=request.host
-        )
-    except NameUnknown:
-        admit_caller(request, await access.check(request, None))
-        raise
-    request[UPSTREAM] = target.upstream
-    request[VIA] = target.via
-    request[NAME] = target.name
+    target = await route_caller(request)
     if not request.app[SETTINGS_KEY].upstreams[target.upstream].push:
         raise Unsupported(
             f"pushing to {target.upstream} is not enabled on this gateway",
             detail={"upstream": target.upstream},
         )
     validate()
-    admit_caller(request, await access.check(request, target, action))
+    admit_caller(request, await request.app[ACCESS_KEY].check(request, target, action))
+    await limit(request)  # clients.rate_limits: writes count like pulls
     return target
 
 
