@@ -431,7 +431,9 @@ def manifest_peers(bench: Bench) -> Outcome:
     repo, tag = "bench/peers", "latest"
     manifest_digest = push_small_image(bench, registry, repo, tag)
     credentials = {"username": registry.username, "password": registry.password}
-    gateway = bench.start_gateway("gateway-peers", gateway_config(registry, credentials, **RELAY_ONLY))
+    gateway = bench.start_gateway(
+        "gateway-peers", gateway_config(registry, credentials, **RELAY_ONLY)
+    )
     nginx = bench.start_nginx("nginx-peers", registry)
     path = f"/v2/{repo}/manifests/{tag}"
     accept = {"Accept": client.MANIFEST_ACCEPT}
